@@ -1,0 +1,4 @@
+//! gridedge: a DNS resolver, CDN edge and P2P overlay peer in one binary.
+//!
+//! See `../shared/DESIGN.md` for the map. `main.rs` is thin; everything a
+//! test or another binary may want lives in this library.
