@@ -2,3 +2,12 @@
 //!
 //! See `../shared/DESIGN.md` for the map. `main.rs` is thin; everything a
 //! test or another binary may want lives in this library.
+
+pub mod admin;
+pub mod cert;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod dns;
+pub mod fsutil;
+pub mod identity;

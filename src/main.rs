@@ -1,1 +1,63 @@
-fn main() {}
+//! The gridedge binary: parse the command line, load the config, run.
+
+use anyhow::Context;
+use clap::Parser;
+use gridedge::cli::{CertCommand, Cli, Command};
+use gridedge::config::{Config, RawConfig};
+use tokio_util::sync::CancellationToken;
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut raw = match &cli.config {
+        Some(path) => RawConfig::load(path)?,
+        None => RawConfig::default(),
+    };
+    // Overrides apply before validation, so paths derived from the data
+    // directory follow it.
+    if let Command::Run {
+        data_dir: Some(dir),
+        ..
+    }
+    | Command::Cert(CertCommand::Dev {
+        data_dir: Some(dir),
+        ..
+    }) = &cli.command
+    {
+        raw.data_dir = dir.clone();
+    }
+    let mut config = raw.validate(std::path::Path::new("."))?;
+    match cli.command {
+        Command::Run { json_logs, .. } => {
+            config.log.json |= json_logs;
+            init_logging(&config);
+            let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            runtime.block_on(async {
+                let shutdown = CancellationToken::new();
+                gridedge::daemon::cancel_on_signal(shutdown.clone());
+                gridedge::daemon::run(config, shutdown).await
+            })?;
+        }
+        Command::Cert(CertCommand::Dev { names, .. }) => {
+            let paths = gridedge::cert::dev(&config.data_dir, &names)?;
+            println!("CA certificate:     {}", paths.ca_cert.display());
+            println!("server certificate: {}", paths.server_cert.display());
+            println!("server key:         {}", paths.server_key.display());
+            println!("Trust the CA to use DoT and DoH without warnings (see README).");
+        }
+        Command::CheckConfig => println!("{config:#?}"),
+    }
+    Ok(())
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if config.log.json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,48 @@
+//! The admin listener: `/health` for load balancers and supervisors,
+//! `/metrics` in Prometheus text format. Loopback by default.
+
+pub mod metrics;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tokio_util::sync::CancellationToken;
+
+pub use metrics::Metrics;
+
+/// Binds the admin listener and serves it until `shutdown` is cancelled.
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "admin listening");
+    let app = Router::new()
+        .route("/health", get(|| async { "ok\n" }))
+        .route("/metrics", get(render_metrics))
+        .with_state(metrics);
+    Ok(tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "admin listener failed");
+        }
+    }))
+}
+
+async fn render_metrics(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        metrics.encode(),
+    )
+}

@@ -1,0 +1,51 @@
+//! The command line (clap). Raw flags only; `main.rs` turns them into a
+//! `Config` and runs the chosen command.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// gridedge: a DNS resolver, CDN edge and P2P overlay peer in one binary.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    /// Config file (TOML); without it, the compiled-in defaults.
+    #[arg(long, short, global = true, env = "GRIDEDGE_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the edge: DNS, admin.
+    Run {
+        /// Override `data_dir` of the config.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Log as JSON lines (overrides `log.format`).
+        #[arg(long)]
+        json_logs: bool,
+    },
+    /// Make certificates.
+    #[command(subcommand)]
+    Cert(CertCommand),
+    /// Check a config file and print the settings it results in.
+    CheckConfig,
+}
+
+/// `gridedge cert …`
+#[derive(Debug, Subcommand)]
+pub enum CertCommand {
+    /// Make a local development CA (once) and a server certificate signed by
+    /// it for localhost, 127.0.0.1, ::1 and the given names, under
+    /// DATA_DIR/certs.
+    Dev {
+        /// Extra DNS names or IP addresses for the server certificate.
+        names: Vec<String>,
+        /// Override `data_dir` of the config.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}

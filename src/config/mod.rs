@@ -1,0 +1,438 @@
+//! The configuration: `RawConfig` mirrors the TOML file, `Config` is what the
+//! code uses, with ranges checked, paths resolved and durations typed.
+//!
+//! The defaults are compiled in (`RawConfig::default()`), so `gridedge run`
+//! works with no file at all; `config/gridedge.toml` documents every key and
+//! a test checks that it parses to exactly these defaults.
+
+mod raw;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+pub use raw::RawConfig;
+use raw::{LogFormat, RawCache, RawDns, RawForward, RawRateLimit};
+
+/// Why a config was rejected; every variant names the key.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The TOML did not parse or a key is unknown or mistyped.
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    /// A value parsed but is out of range or inconsistent.
+    #[error("invalid value for `{key}`: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        reason: reason.into(),
+    }
+}
+
+/// The validated configuration of one edge.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Where the node keeps its identity key, certificates and stores.
+    pub data_dir: PathBuf,
+    pub log: LogConfig,
+    pub dns: DnsConfig,
+    pub admin: AdminConfig,
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    /// JSON lines instead of human-readable lines.
+    pub json: bool,
+    /// A tracing `EnvFilter` directive such as `info` or `gridedge=debug`.
+    pub level: String,
+}
+
+/// The DNS service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DnsConfig {
+    pub listen_udp: Vec<SocketAddr>,
+    pub listen_tcp: Vec<SocketAddr>,
+    pub listen_tls: Vec<SocketAddr>,
+    pub listen_https: Vec<SocketAddr>,
+    /// PEM certificate chain and key for DoT and DoH.
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    pub zones_dir: PathBuf,
+    pub allow_recursion: Vec<IpNet>,
+    pub edns_udp_payload_bytes: u16,
+    pub tcp_max_connections: usize,
+    pub tcp_idle_timeout: Duration,
+    pub udp_max_inflight: usize,
+    pub forward: ForwardConfig,
+    pub cache: CacheConfig,
+    pub rate_limit: RateLimitConfig,
+}
+
+/// Where names outside the local zones go.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForwardConfig {
+    pub upstreams: Vec<Upstream>,
+    pub timeout: Duration,
+    pub attempts: usize,
+    /// Extra PEM trust roots for DoT/DoH upstreams (besides the web PKI).
+    pub upstream_ca: Option<PathBuf>,
+}
+
+/// One upstream resolver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub protocol: UpstreamProtocol,
+    pub addr: SocketAddr,
+    /// TLS server name for DoT and DoH.
+    pub tls_name: Option<String>,
+    /// HTTP path for DoH.
+    pub path: Option<String>,
+}
+
+/// The transport to an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    /// UDP, retried over TCP when the answer is truncated.
+    Udp,
+    Tcp,
+    Tls,
+    Https,
+}
+
+/// The answer cache.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheConfig {
+    pub max_entries: usize,
+    pub min_ttl: Duration,
+    pub max_ttl: Duration,
+    pub negative_max_ttl: Duration,
+    /// How long after expiry an answer may still be served when upstreams
+    /// fail (RFC 8767); zero turns serve-stale off.
+    pub stale_window: Duration,
+    pub stale_answer_ttl: Duration,
+    pub prefetch: bool,
+    pub prefetch_min_hits: u32,
+}
+
+/// Per-client response rate limiting.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimitConfig {
+    /// Zero turns rate limiting off.
+    pub responses_per_second: u32,
+    pub burst: u32,
+    pub exempt: Vec<IpNet>,
+    pub max_clients: usize,
+}
+
+/// The admin HTTP listener.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminConfig {
+    pub listen: Option<SocketAddr>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        RawConfig::default()
+            .validate(Path::new("."))
+            .expect("the compiled-in defaults are valid")
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file; relative paths in it are resolved
+    /// against the current directory, as the command line's are.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        RawConfig::load(path)?.validate(Path::new("."))
+    }
+
+    /// Parses and validates TOML text; `path` names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        RawConfig::parse(text, path)?.validate(Path::new("."))
+    }
+}
+
+impl RawConfig {
+    /// Reads a config file without validating it, so that command-line
+    /// overrides can be applied first.
+    pub fn load(path: &Path) -> Result<RawConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses TOML text; `path` names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })
+    }
+}
+
+impl RawConfig {
+    /// Checks ranges, resolves paths against `base` and types durations.
+    pub fn validate(self, base: &Path) -> Result<Config, ConfigError> {
+        let data_dir = base.join(&self.data_dir);
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir", "must not be empty"));
+        }
+        let log = LogConfig {
+            json: matches!(self.log.format, LogFormat::Json),
+            level: self.log.level,
+        };
+        if tracing_subscriber::EnvFilter::try_new(&log.level).is_err() {
+            return Err(invalid("log.level", format!("`{}` is not a filter", log.level)));
+        }
+        let dns = validate_dns(self.dns, base, &data_dir)?;
+        Ok(Config {
+            data_dir,
+            log,
+            dns,
+            admin: AdminConfig {
+                listen: self.admin.listen,
+            },
+        })
+    }
+}
+
+fn validate_dns(raw: RawDns, base: &Path, data_dir: &Path) -> Result<DnsConfig, ConfigError> {
+    if raw.edns_udp_payload_bytes < 512 {
+        return Err(invalid(
+            "dns.edns_udp_payload_bytes",
+            "must be at least 512 (RFC 6891 section 6.2.5)",
+        ));
+    }
+    if raw.tcp_max_connections == 0 {
+        return Err(invalid("dns.tcp_max_connections", "must be at least 1"));
+    }
+    if raw.udp_max_inflight == 0 {
+        return Err(invalid("dns.udp_max_inflight", "must be at least 1"));
+    }
+    if raw.tcp_idle_timeout_secs == 0 {
+        return Err(invalid("dns.tcp_idle_timeout_secs", "must be at least 1"));
+    }
+    let tls_cert = raw
+        .tls_cert
+        .map(|p| base.join(p))
+        .unwrap_or_else(|| data_dir.join("certs/server.crt"));
+    let tls_key = raw
+        .tls_key
+        .map(|p| base.join(p))
+        .unwrap_or_else(|| data_dir.join("certs/server.key"));
+    Ok(DnsConfig {
+        listen_udp: raw.listen_udp,
+        listen_tcp: raw.listen_tcp,
+        listen_tls: raw.listen_tls,
+        listen_https: raw.listen_https,
+        tls_cert,
+        tls_key,
+        zones_dir: base.join(raw.zones_dir),
+        allow_recursion: raw.allow_recursion,
+        edns_udp_payload_bytes: raw.edns_udp_payload_bytes,
+        tcp_max_connections: raw.tcp_max_connections,
+        tcp_idle_timeout: Duration::from_secs(raw.tcp_idle_timeout_secs),
+        udp_max_inflight: raw.udp_max_inflight,
+        forward: validate_forward(raw.forward, base)?,
+        cache: validate_cache(raw.cache)?,
+        rate_limit: validate_rate_limit(raw.rate_limit)?,
+    })
+}
+
+fn validate_forward(raw: RawForward, base: &Path) -> Result<ForwardConfig, ConfigError> {
+    let upstreams = raw
+        .upstreams
+        .iter()
+        .map(|s| parse_upstream(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    if raw.timeout_ms == 0 {
+        return Err(invalid("dns.forward.timeout_ms", "must be at least 1"));
+    }
+    if !(1..=10).contains(&raw.attempts) {
+        return Err(invalid("dns.forward.attempts", "must be between 1 and 10"));
+    }
+    Ok(ForwardConfig {
+        upstreams,
+        timeout: Duration::from_millis(raw.timeout_ms),
+        attempts: raw.attempts,
+        upstream_ca: raw.upstream_ca.map(|p| base.join(p)),
+    })
+}
+
+/// Parses `udp://IP:PORT`, `tcp://IP:PORT`, `tls://IP:PORT#NAME` and
+/// `https://IP:PORT/PATH#NAME`; the port defaults to the protocol's.
+pub fn parse_upstream(s: &str) -> Result<Upstream, ConfigError> {
+    let bad = |reason: &str| invalid("dns.forward.upstreams", format!("`{s}`: {reason}"));
+    let (scheme, rest) = s
+        .split_once("://")
+        .ok_or_else(|| bad("expected SCHEME://ADDRESS, e.g. udp://9.9.9.9:53"))?;
+    let (protocol, default_port) = match scheme {
+        "udp" => (UpstreamProtocol::Udp, 53),
+        "tcp" => (UpstreamProtocol::Tcp, 53),
+        "tls" => (UpstreamProtocol::Tls, 853),
+        "https" => (UpstreamProtocol::Https, 443),
+        _ => return Err(bad("scheme must be udp, tcp, tls or https")),
+    };
+    let (rest, tls_name) = match rest.split_once('#') {
+        Some((r, name)) if !name.is_empty() => (r, Some(name.to_owned())),
+        Some(_) => return Err(bad("empty TLS name after #")),
+        None => (rest, None),
+    };
+    let (host, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], Some(rest[i..].to_owned())),
+        None => (rest, None),
+    };
+    let addr = match host.parse::<SocketAddr>() {
+        Ok(a) => a,
+        Err(_) => {
+            let ip = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse()
+                .map_err(|_| bad("address must be an IP address with an optional port"))?;
+            SocketAddr::new(ip, default_port)
+        }
+    };
+    match protocol {
+        UpstreamProtocol::Tls | UpstreamProtocol::Https if tls_name.is_none() => {
+            return Err(bad("tls and https upstreams need #TLS-NAME"));
+        }
+        UpstreamProtocol::Udp | UpstreamProtocol::Tcp | UpstreamProtocol::Tls
+            if path.is_some() =>
+        {
+            return Err(bad("only https upstreams take a path"));
+        }
+        _ => {}
+    }
+    let path = match protocol {
+        UpstreamProtocol::Https => Some(path.unwrap_or_else(|| "/dns-query".to_owned())),
+        _ => None,
+    };
+    Ok(Upstream {
+        protocol,
+        addr,
+        tls_name,
+        path,
+    })
+}
+
+fn validate_cache(raw: RawCache) -> Result<CacheConfig, ConfigError> {
+    if raw.max_entries == 0 {
+        return Err(invalid("dns.cache.max_entries", "must be at least 1"));
+    }
+    if raw.min_ttl_secs > raw.max_ttl_secs {
+        return Err(invalid(
+            "dns.cache.min_ttl_secs",
+            format!("{} is above max_ttl_secs {}", raw.min_ttl_secs, raw.max_ttl_secs),
+        ));
+    }
+    if raw.max_ttl_secs > 7 * 86_400 {
+        return Err(invalid(
+            "dns.cache.max_ttl_secs",
+            "must be at most 604800 (one week, RFC 8767 section 4)",
+        ));
+    }
+    if raw.stale_answer_ttl_secs == 0 {
+        return Err(invalid(
+            "dns.cache.stale_answer_ttl_secs",
+            "must be at least 1 (RFC 8767 section 4 recommends 30)",
+        ));
+    }
+    Ok(CacheConfig {
+        max_entries: raw.max_entries,
+        min_ttl: Duration::from_secs(raw.min_ttl_secs.into()),
+        max_ttl: Duration::from_secs(raw.max_ttl_secs.into()),
+        negative_max_ttl: Duration::from_secs(raw.negative_max_ttl_secs.into()),
+        stale_window: Duration::from_secs(raw.stale_window_secs.into()),
+        stale_answer_ttl: Duration::from_secs(raw.stale_answer_ttl_secs.into()),
+        prefetch: raw.prefetch,
+        prefetch_min_hits: raw.prefetch_min_hits,
+    })
+}
+
+fn validate_rate_limit(raw: RawRateLimit) -> Result<RateLimitConfig, ConfigError> {
+    if raw.responses_per_second > 0 && raw.burst < raw.responses_per_second {
+        return Err(invalid(
+            "dns.rate_limit.burst",
+            "must be at least responses_per_second",
+        ));
+    }
+    if raw.max_clients == 0 {
+        return Err(invalid("dns.rate_limit.max_clients", "must be at least 1"));
+    }
+    Ok(RateLimitConfig {
+        responses_per_second: raw.responses_per_second,
+        burst: raw.burst,
+        exempt: raw.exempt,
+        max_clients: raw.max_clients,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_config_parses_to_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/gridedge.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let shipped: RawConfig = toml::from_str(&text).unwrap();
+        assert_eq!(shipped, RawConfig::default());
+    }
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        assert_eq!(
+            Config::parse("", Path::new("x.toml")).unwrap(),
+            Config::default()
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::parse("[dns]\nlisten_udpp = []\n", Path::new("x.toml")).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("listen_udpp"), "{msg}");
+        assert!(msg.contains("x.toml"), "{msg}");
+    }
+
+    #[test]
+    fn bad_value_is_named() {
+        let err = Config::parse(
+            "[dns.cache]\nmin_ttl_secs = 10\nmax_ttl_secs = 5\n",
+            Path::new("x.toml"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("dns.cache.min_ttl_secs"), "{err}");
+        let err = Config::parse("[dns]\nallow_recursion = [\"nope\"]\n", Path::new("x.toml"))
+            .unwrap_err();
+        assert!(err.to_string().contains("allow_recursion"), "{err}");
+    }
+
+    #[test]
+    fn upstreams_parse() {
+        let u = parse_upstream("tls://9.9.9.9#dns.quad9.net").unwrap();
+        assert_eq!(u.addr, "9.9.9.9:853".parse().unwrap());
+        assert_eq!(u.tls_name.as_deref(), Some("dns.quad9.net"));
+        let u = parse_upstream("https://[2620:fe::fe]/dns-query#dns.quad9.net").unwrap();
+        assert_eq!(u.addr.port(), 443);
+        assert_eq!(u.path.as_deref(), Some("/dns-query"));
+        assert!(parse_upstream("tls://9.9.9.9").is_err());
+        assert!(parse_upstream("ftp://9.9.9.9").is_err());
+        assert!(parse_upstream("udp://dns.google").is_err());
+    }
+}

@@ -1,0 +1,84 @@
+//! `gridedge run`: the edge process. It owns the services (DNS, admin), starts
+//! them on one tokio runtime and stops them cleanly on SIGINT or SIGTERM.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::{self, Metrics};
+use crate::config::Config;
+use crate::dns::{DnsError, DnsService};
+use crate::identity::{Identity, IdentityError};
+
+/// Why the edge stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// The data directory could not be made.
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// The node's identity key could not be loaded.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// The DNS service could not start.
+    #[error(transparent)]
+    Dns(#[from] DnsError),
+    /// The admin listener could not be bound.
+    #[error("cannot listen on admin {addr}: {source}")]
+    Admin {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Runs the edge until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| RunError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let identity = Identity::load_or_create(&config.data_dir)?;
+    tracing::info!(node = %identity.node_id(), data_dir = %config.data_dir.display(), "starting gridedge");
+    let metrics = Arc::new(Metrics::new());
+    let dns = DnsService::start(&config.dns, metrics.clone(), shutdown.clone()).await?;
+    let admin = match config.admin.listen {
+        Some(addr) => Some(
+            admin::serve(addr, metrics.clone(), shutdown.clone())
+                .await
+                .map_err(|source| RunError::Admin { addr, source })?,
+        ),
+        None => None,
+    };
+    tracing::info!("ready");
+    shutdown.cancelled().await;
+    tracing::info!("shutting down");
+    dns.stopped().await;
+    if let Some(admin) = admin {
+        let _ = admin.await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Cancels `token` on the first SIGINT or SIGTERM.
+pub fn cancel_on_signal(token: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("installing a SIGTERM handler");
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        token.cancel();
+    });
+}
