@@ -167,7 +167,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("nosoa.test.zone");
         std::fs::write(&path, "www 300 IN A 10.0.0.1\n").unwrap();
-        let err = load_file(&path).unwrap_err().to_string();
+        let err = load_file(&path).err().unwrap().to_string();
         assert!(err.contains("SOA"), "{err}");
     }
 }

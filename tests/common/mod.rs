@@ -1,0 +1,319 @@
+//! Test harness: starts the real `gridedge` binary (and real Unbound) on
+//! loopback ports, and queries them with real clients.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A port free for both UDP and TCP on `ip`.
+pub fn free_port(ip: &str) -> u16 {
+    let ip: IpAddr = ip.parse().unwrap();
+    for _ in 0..100 {
+        let udp = UdpSocket::bind((ip, 0)).unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if TcpListener::bind((ip, port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on {ip}");
+}
+
+/// A running edge; killed when dropped.
+pub struct Edge {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub dns: SocketAddr,
+    pub admin: SocketAddr,
+    pub dot: SocketAddr,
+    pub doh: SocketAddr,
+    log: PathBuf,
+}
+
+/// What to start an edge with.
+pub struct EdgeBuilder {
+    ip: String,
+    zones: Vec<(String, String)>,
+    extra: String,
+    dns_extra: String,
+    tls: bool,
+}
+
+impl EdgeBuilder {
+    pub fn new() -> Self {
+        Self {
+            ip: "127.0.0.1".into(),
+            zones: Vec::new(),
+            extra: String::new(),
+            dns_extra: String::new(),
+            tls: false,
+        }
+    }
+    /// Adds `zones/NAME` with `text`.
+    pub fn zone(mut self, name: &str, text: &str) -> Self {
+        self.zones.push((name.into(), text.into()));
+        self
+    }
+    /// Extra keys for the `[dns]` table.
+    pub fn dns(mut self, toml: &str) -> Self {
+        self.dns_extra.push_str(toml);
+        self.dns_extra.push('\n');
+        self
+    }
+    /// Extra tables appended to the config.
+    pub fn extra(mut self, toml: &str) -> Self {
+        self.extra.push_str(toml);
+        self.extra.push('\n');
+        self
+    }
+    /// Makes a dev certificate and turns on DoT and DoH.
+    pub fn tls(mut self) -> Self {
+        self.tls = true;
+        self
+    }
+    pub fn start(self) -> Edge {
+        let dir = tempfile::tempdir().unwrap();
+        let zones = dir.path().join("zones");
+        std::fs::create_dir_all(&zones).unwrap();
+        for (name, text) in &self.zones {
+            std::fs::write(zones.join(name), text).unwrap();
+        }
+        let ip = &self.ip;
+        let dns: SocketAddr = format!("{ip}:{}", free_port(ip)).parse().unwrap();
+        let admin: SocketAddr = format!("{ip}:{}", free_port(ip)).parse().unwrap();
+        let dot: SocketAddr = format!("{ip}:{}", free_port(ip)).parse().unwrap();
+        let doh: SocketAddr = format!("{ip}:{}", free_port(ip)).parse().unwrap();
+        let data = dir.path().join("data");
+        if self.tls {
+            let out = gridedge(&["cert", "dev", "--data-dir", data.to_str().unwrap()]);
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        }
+        let config = format!(
+            "data_dir = {data:?}\n[log]\nlevel = \"info,gridedge=debug\"\n\
+             [dns]\nlisten_udp = [\"{dns}\"]\nlisten_tcp = [\"{dns}\"]\n\
+             listen_tls = [\"{dot}\"]\nlisten_https = [\"{doh}\"]\nzones_dir = {zones:?}\n{}\n\
+             [admin]\nlisten = \"{admin}\"\n{}",
+            self.dns_extra, self.extra
+        );
+        let config_path = dir.path().join("gridedge.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let log = dir.path().join("edge.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_gridedge"))
+            .args(["run", "--config", config_path.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut edge = Edge {
+            child,
+            dir,
+            dns,
+            admin,
+            dot,
+            doh,
+            log,
+        };
+        edge.wait_ready();
+        edge
+    }
+}
+
+impl Edge {
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("edge exited with {status}:\n{}", self.log());
+            }
+            if self.log().contains("ready") && http_get(self.admin, "/health").is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("edge not ready after 20 s:\n{}", self.log());
+    }
+
+    /// What the edge logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `dig @edge -p PORT ARGS… +tries=1 +time=3`, stdout.
+    pub fn dig(&self, args: &[&str]) -> String {
+        dig(self.dns, args)
+    }
+
+    /// `dig +short` lines.
+    pub fn dig_short(&self, args: &[&str]) -> Vec<String> {
+        let mut a = args.to_vec();
+        a.push("+short");
+        self.dig(&a).lines().map(str::to_owned).collect()
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub fn metrics(&self) -> String {
+        http_get(self.admin, "/metrics").expect("metrics")
+    }
+
+    /// The value of one metric line (exact name with labels).
+    pub fn metric(&self, name: &str) -> f64 {
+        self.metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Sends SIGTERM and waits for the exit status and the full log.
+    pub fn terminate(mut self) -> (std::process::ExitStatus, String) {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return (s, self.log());
+            }
+            assert!(Instant::now() < deadline, "no exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the gridedge binary with `args` to completion.
+pub fn gridedge(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gridedge"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// `dig @SERVER -p PORT ARGS… +tries=1 +time=3`, stdout.
+pub fn dig(server: SocketAddr, args: &[&str]) -> String {
+    let out = Command::new("dig")
+        .arg(format!("@{}", server.ip()))
+        .args(["-p", &server.port().to_string(), "+tries=1", "+time=3"])
+        .args(args)
+        .output()
+        .expect("dig is installed (scripts/test.sh installs dnsutils)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The status of a dig answer (NOERROR, NXDOMAIN, ...), or "TIMEOUT".
+pub fn status(dig_output: &str) -> String {
+    dig_output
+        .lines()
+        .find_map(|l| l.split("status: ").nth(1))
+        .map(|s| s.split(',').next().unwrap().to_owned())
+        .unwrap_or_else(|| "TIMEOUT".into())
+}
+
+/// A minimal HTTP/1.1 GET; the body on 200.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    if !text.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())
+}
+
+/// A real Unbound on loopback serving `local_data` lines; killed on drop.
+pub struct Unbound {
+    child: Child,
+    pub addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Unbound {
+    pub fn start(ip: &str, local_zone: &str, local_data: &[&str]) -> Unbound {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port(ip);
+        let data: String = local_data
+            .iter()
+            .map(|d| format!("  local-data: \"{d}\"\n"))
+            .collect();
+        let conf = format!(
+            "server:\n  interface: {ip}\n  port: {port}\n  do-daemonize: no\n  use-syslog: no\n\
+             logfile: \"\"\n  username: \"\"\n  chroot: \"\"\n  directory: \"{dir}\"\n  pidfile: \"\"\n\
+             access-control: 127.0.0.0/8 allow\n  num-threads: 1\n  do-ip6: no\n\
+             local-zone: \"{local_zone}\" static\n{data}\
+             remote-control:\n  control-enable: no\n",
+            dir = dir.path().display()
+        );
+        let conf_path = dir.path().join("unbound.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let child = Command::new(unbound_bin())
+            .args(["-d", "-c", conf_path.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("unbound is installed (scripts/test.sh installs it)");
+        let addr: SocketAddr = format!("{ip}:{port}").parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while status(&dig(addr, &["+time=1", local_zone, "SOA"])) != "NOERROR" {
+            assert!(Instant::now() < deadline, "unbound did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Unbound {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Unbound {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn unbound_bin() -> &'static str {
+    if Path::new("/usr/sbin/unbound").exists() {
+        "/usr/sbin/unbound"
+    } else {
+        "unbound"
+    }
+}
+
+/// The sample zone most tests serve.
+pub const EXAMPLE_ZONE: &str = "$TTL 300
+@       IN SOA  ns.example.test. hostmaster.example.test. 1 7200 3600 1209600 300
+@       IN NS   ns
+@       IN MX   10 mail
+@       IN TXT  \"v=spf1 mx -all\"
+ns      IN A    127.0.0.1
+mail    IN A    127.0.0.1
+www     IN A    127.0.0.1
+www     IN AAAA ::1
+web     IN CNAME www
+alias   IN CNAME web
+*.apps  IN A    127.0.0.2
+";
