@@ -37,14 +37,15 @@ pub struct CachedAnswer {
 }
 
 impl CachedAnswer {
-    /// The records with their TTL set to what is left of it.
+    /// The records with their TTL set to `ttl_secs`: what is left of the
+    /// entry's TTL, or the stale TTL (RFC 8767 section 4).
     pub fn with_ttl(&self, ttl_secs: u32) -> (Vec<Record>, Vec<Record>) {
         let set = |records: &[Record]| {
             records
                 .iter()
                 .map(|r| {
                     let mut r = r.clone();
-                    r.ttl = r.ttl.min(ttl_secs);
+                    r.ttl = ttl_secs;
                     r
                 })
                 .collect()

@@ -85,3 +85,22 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod formerr_tests {
+    use super::*;
+
+    #[test]
+    fn malformed_body_gets_formerr() {
+        let f = fixture();
+        let mut bad = vec![0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        bad.extend_from_slice(&[0x3f, b'x']);
+        let src = "127.0.0.1:5353".parse().unwrap();
+        let out = f
+            .runtime
+            .block_on(listen::answer(&f.handler, bad, src, Protocol::Udp))
+            .expect("an answer");
+        assert_eq!(&out[..2], &[0x12, 0x34]);
+        assert_eq!(out[3] & 0x0f, 1, "FORMERR");
+    }
+}

@@ -109,7 +109,7 @@ impl DnsHandler {
                     self.metrics.dns_cache(CacheOutcome::Prefetch);
                     self.spawn_refresh(key, query);
                 }
-                return send_answer(request, edns, &answer, ttl_secs, response_handle).await;
+                return send_answer(request, edns, &answer, Some(ttl_secs), response_handle).await;
             }
             Lookup::Stale(answer) => Some(answer),
             Lookup::Miss => None,
@@ -125,12 +125,10 @@ impl DnsHandler {
             (None, Some(task)) => task.await.ok().flatten(),
         };
         match (fresh, stale) {
-            (Some((answer, ttl)), _) => {
-                send_answer(request, edns, &answer, ttl, response_handle).await
-            }
+            (Some(answer), _) => send_answer(request, edns, &answer, None, response_handle).await,
             (None, Some(answer)) => {
                 self.metrics.dns_cache(CacheOutcome::Stale);
-                send_answer(request, edns, &answer, self.stale_ttl, response_handle).await
+                send_answer(request, edns, &answer, Some(self.stale_ttl), response_handle).await
             }
             (None, None) => send_error(request, edns, ResponseCode::ServFail, response_handle).await,
         }
@@ -143,7 +141,7 @@ impl DnsHandler {
         &self,
         key: CacheKey,
         query: &LowerQuery,
-    ) -> Option<tokio::task::JoinHandle<Option<(Arc<CachedAnswer>, u32)>>> {
+    ) -> Option<tokio::task::JoinHandle<Option<Arc<CachedAnswer>>>> {
         let permit = self.upstream_slots.clone().try_acquire_owned().ok()?;
         let cache = self.cache.clone();
         let forwarder = self.forwarder.clone();
@@ -158,15 +156,11 @@ impl DnsHandler {
                     if cache.insert(key.clone(), &answer, now) {
                         metrics.dns_cache_entries.set(cache.len() as i64);
                     }
-                    // A fresh answer goes out with the TTLs upstream gave.
-                    Some((
-                        Arc::new(CachedAnswer {
-                            rcode: answer.rcode,
-                            answers: answer.answers,
-                            authorities: answer.authorities,
-                        }),
-                        u32::MAX,
-                    ))
+                    Some(Arc::new(CachedAnswer {
+                        rcode: answer.rcode,
+                        answers: answer.answers,
+                        authorities: answer.authorities,
+                    }))
                 }
                 Err(e) => {
                     metrics.dns_upstream_errors.inc();
@@ -284,13 +278,17 @@ async fn send_answer<R: ResponseHandler>(
     request: &Request,
     edns: Option<&Edns>,
     answer: &CachedAnswer,
-    ttl_secs: u32,
+    ttl_secs: Option<u32>,
     response_handle: R,
 ) -> ResponseInfo {
     let mut metadata = Metadata::response_from_request(&request.metadata);
     metadata.recursion_available = true;
     metadata.response_code = answer.rcode;
-    let (answers, authorities): (Vec<Record>, Vec<Record>) = answer.with_ttl(ttl_secs);
+    // `None`: straight from upstream, with the TTLs it gave.
+    let (answers, authorities): (Vec<Record>, Vec<Record>) = match ttl_secs {
+        Some(ttl) => answer.with_ttl(ttl),
+        None => (answer.answers.clone(), answer.authorities.clone()),
+    };
     let mut builder = MessageResponseBuilder::new(&request.queries, None);
     if let Some(edns) = edns {
         builder.edns(edns);

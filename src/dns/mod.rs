@@ -5,6 +5,7 @@
 //! they are bound, so a caller (or a test) can query right away.
 
 pub mod cache;
+pub mod doh;
 pub mod forward;
 pub mod fuzz;
 pub mod handler;
@@ -103,7 +104,7 @@ impl DnsService {
                 shutdown.clone(),
             ));
         }
-        let tls_server = start_tls(config, &handler).await?;
+        let tls_server = start_tls(config, &handler, &mut tasks, &shutdown).await?;
         Ok(Self { tasks, tls_server })
     }
 
@@ -129,6 +130,8 @@ async fn bind_tcp(
 async fn start_tls(
     config: &DnsConfig,
     handler: &Arc<DnsHandler>,
+    tasks: &mut JoinSet<()>,
+    shutdown: &CancellationToken,
 ) -> Result<Option<Server<SharedHandler>>, DnsError> {
     if config.listen_tls.is_empty() && config.listen_https.is_empty() {
         return Ok(None);
@@ -154,22 +157,21 @@ async fn start_tls(
         tracing::info!(%addr, "dns over tls listening");
     }
     for &addr in &config.listen_https {
-        let tls = crate::cert::server_config(&config.tls_cert, &config.tls_key, &[b"h2"])?;
+        let tls = crate::cert::server_config(
+            &config.tls_cert,
+            &config.tls_key,
+            &[b"h2", b"http/1.1"],
+        )?;
         let listener = bind_tcp("doh", addr).await?;
-        server
-            .register_https_listener_with_tls_config(
-                listener,
-                TLS_TIMEOUT,
-                tls,
-                None,
-                "/dns-query".to_owned(),
-            )
-            .map_err(|source| DnsError::Bind {
-                what: "doh",
-                addr,
-                source,
-            })?;
-        tracing::info!(%addr, "dns over https listening on /dns-query");
+        tasks.spawn(doh::serve(
+            listener,
+            tls,
+            handler.clone(),
+            config.tcp_max_connections,
+            TLS_TIMEOUT,
+            shutdown.clone(),
+        ));
+        tracing::info!(%addr, "dns over https listening on {}", doh::PATH);
     }
     Ok(Some(server))
 }
