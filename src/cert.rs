@@ -87,7 +87,11 @@ pub fn dev(data_dir: &Path, names: &[String]) -> Result<DevCertPaths, CertError>
         write_file(&paths.ca_cert, cert.pem().as_bytes())?;
         Issuer::new(params, key)
     };
-    let mut sans = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    let mut sans = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
     sans.extend(names.iter().cloned());
     let mut params = CertificateParams::new(sans)?;
     params

@@ -48,8 +48,12 @@ impl Identity {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut secret = [0u8; 32];
                 rand::rngs::OsRng.fill_bytes(&mut secret);
-                crate::fsutil::write_atomic(&path, format!("{}\n", hex::encode(secret)).as_bytes(), true)
-                    .map_err(io)?;
+                crate::fsutil::write_atomic(
+                    &path,
+                    format!("{}\n", hex::encode(secret)).as_bytes(),
+                    true,
+                )
+                .map_err(io)?;
                 Ok(Self {
                     key: SigningKey::from_bytes(&secret),
                 })
@@ -80,7 +84,10 @@ mod tests {
         let b = Identity::load_or_create(dir.path()).unwrap().node_id();
         assert_eq!(a, b);
         std::fs::write(dir.path().join("node.key"), "zz").unwrap();
-        let err = Identity::load_or_create(dir.path()).err().unwrap().to_string();
+        let err = Identity::load_or_create(dir.path())
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("node.key"), "{err}");
     }
 }

@@ -196,7 +196,10 @@ impl RawConfig {
             level: self.log.level,
         };
         if tracing_subscriber::EnvFilter::try_new(&log.level).is_err() {
-            return Err(invalid("log.level", format!("`{}` is not a filter", log.level)));
+            return Err(invalid(
+                "log.level",
+                format!("`{}` is not a filter", log.level),
+            ));
         }
         let dns = validate_dns(self.dns, base, &data_dir)?;
         Ok(Config {
@@ -311,9 +314,7 @@ pub fn parse_upstream(s: &str) -> Result<Upstream, ConfigError> {
         UpstreamProtocol::Tls | UpstreamProtocol::Https if tls_name.is_none() => {
             return Err(bad("tls and https upstreams need #TLS-NAME"));
         }
-        UpstreamProtocol::Udp | UpstreamProtocol::Tcp | UpstreamProtocol::Tls
-            if path.is_some() =>
-        {
+        UpstreamProtocol::Udp | UpstreamProtocol::Tcp | UpstreamProtocol::Tls if path.is_some() => {
             return Err(bad("only https upstreams take a path"));
         }
         _ => {}
@@ -337,7 +338,10 @@ fn validate_cache(raw: RawCache) -> Result<CacheConfig, ConfigError> {
     if raw.min_ttl_secs > raw.max_ttl_secs {
         return Err(invalid(
             "dns.cache.min_ttl_secs",
-            format!("{} is above max_ttl_secs {}", raw.min_ttl_secs, raw.max_ttl_secs),
+            format!(
+                "{} is above max_ttl_secs {}",
+                raw.min_ttl_secs, raw.max_ttl_secs
+            ),
         ));
     }
     if raw.max_ttl_secs > 7 * 86_400 {

@@ -5,7 +5,7 @@
 //! The cache reads no clock: every call takes `now`. It is sharded so that
 //! the UDP workers on different cores rarely wait on one lock.
 
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -91,16 +91,16 @@ impl Cache {
         let per_shard = config.max_entries.div_ceil(SHARDS).max(1);
         let cap = NonZeroUsize::new(per_shard).expect("at least one entry");
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(LruCache::new(cap))).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(LruCache::new(cap)))
+                .collect(),
             hasher: Default::default(),
             config,
         }
     }
 
     fn shard(&self, key: &CacheKey) -> &Mutex<LruCache<CacheKey, Entry>> {
-        let mut h = self.hasher.build_hasher();
-        key.hash(&mut h);
-        &self.shards[h.finish() as usize % SHARDS]
+        &self.shards[self.hasher.hash_one(key) as usize % SHARDS]
     }
 
     /// Looks `key` up at `now`.
@@ -283,7 +283,9 @@ mod tests {
         cache.insert(key("n1.test."), &negative(20, 7), t0);
         cache.insert(key("n2.test."), &negative(3_000, 3_000), t0);
         let ttl = |k| match cache.get(&key(k), t0) {
-            Lookup::Fresh { ttl_secs, answer, .. } => {
+            Lookup::Fresh {
+                ttl_secs, answer, ..
+            } => {
                 assert_eq!(answer.rcode, ResponseCode::NXDomain);
                 ttl_secs
             }
@@ -331,8 +333,9 @@ mod tests {
         let cache = Cache::new(config());
         let t0 = Instant::now();
         cache.insert(key("a.test."), &positive(60), t0);
-        let Lookup::Fresh { answer, ttl_secs, .. } =
-            cache.get(&key("a.test."), t0 + Duration::from_secs(15))
+        let Lookup::Fresh {
+            answer, ttl_secs, ..
+        } = cache.get(&key("a.test."), t0 + Duration::from_secs(15))
         else {
             panic!()
         };

@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use base64::Engine;
 use bytes::Bytes;
+use hickory_server::net::xfer::Protocol;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use hickory_server::net::xfer::Protocol;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -87,9 +87,16 @@ pub async fn serve(
     }
 }
 
-async fn respond(handler: &DnsHandler, req: Request<Incoming>, src: SocketAddr) -> Response<Full<Bytes>> {
+async fn respond(
+    handler: &DnsHandler,
+    req: Request<Incoming>,
+    src: SocketAddr,
+) -> Response<Full<Bytes>> {
     if req.uri().path() != PATH {
-        return error(StatusCode::NOT_FOUND, "not found; DNS queries go to /dns-query");
+        return error(
+            StatusCode::NOT_FOUND,
+            "not found; DNS queries go to /dns-query",
+        );
     }
     let query = match *req.method() {
         Method::GET => {
@@ -108,14 +115,20 @@ async fn respond(handler: &DnsHandler, req: Request<Incoming>, src: SocketAddr) 
             }
         }
         Method::POST => {
-            let content_type = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+            let content_type = req
+                .headers()
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok());
             if content_type != Some(DNS_MESSAGE) {
                 return error(
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,
                     "content-type must be application/dns-message",
                 );
             }
-            match Limited::new(req.into_body(), MAX_BODY_BYTES).collect().await {
+            match Limited::new(req.into_body(), MAX_BODY_BYTES)
+                .collect()
+                .await
+            {
                 Ok(body) => body.to_bytes().to_vec(),
                 Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "body over 65535 bytes"),
             }

@@ -109,7 +109,10 @@ impl Forwarder {
                 elapsed,
             )),
             Err(NetError::Dns(DnsError::NoRecordsFound(no)))
-                if matches!(no.response_code, ResponseCode::NXDomain | ResponseCode::NoError) =>
+                if matches!(
+                    no.response_code,
+                    ResponseCode::NXDomain | ResponseCode::NoError
+                ) =>
             {
                 let authorities = match (&no.authorities, &no.soa) {
                     (Some(a), _) => a.to_vec(),

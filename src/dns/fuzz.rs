@@ -78,8 +78,8 @@ mod tests {
         handle_request_bytes(&[0xff; 12]);
         handle_request_bytes(&[0; 512]);
         // A query for www.fuzz.test A, then every truncation of it.
-        let q = hex::decode("abcd01000001000000000000037777770466757a7a04746573740000010001")
-            .unwrap();
+        let q =
+            hex::decode("abcd01000001000000000000037777770466757a7a04746573740000010001").unwrap();
         for n in 0..=q.len() {
             handle_request_bytes(&q[..n]);
         }

@@ -128,9 +128,18 @@ impl DnsHandler {
             (Some(answer), _) => send_answer(request, edns, &answer, None, response_handle).await,
             (None, Some(answer)) => {
                 self.metrics.dns_cache(CacheOutcome::Stale);
-                send_answer(request, edns, &answer, Some(self.stale_ttl), response_handle).await
+                send_answer(
+                    request,
+                    edns,
+                    &answer,
+                    Some(self.stale_ttl),
+                    response_handle,
+                )
+                .await
             }
-            (None, None) => send_error(request, edns, ResponseCode::ServFail, response_handle).await,
+            (None, None) => {
+                send_error(request, edns, ResponseCode::ServFail, response_handle).await
+            }
         }
     }
 
@@ -309,7 +318,12 @@ async fn send_error<R: ResponseHandler>(
     }
     let mut metadata = Metadata::response_from_request(&request.metadata);
     metadata.recursion_available = true;
-    send(builder.error_msg(&metadata, rcode), response_handle, request).await
+    send(
+        builder.error_msg(&metadata, rcode),
+        response_handle,
+        request,
+    )
+    .await
 }
 
 async fn send<'a, R: ResponseHandler>(

@@ -278,6 +278,8 @@ impl RequestHandler for SharedHandler {
         request: &Request,
         response_handle: R,
     ) -> ResponseInfo {
-        self.0.handle_request::<R, T>(request, response_handle).await
+        self.0
+            .handle_request::<R, T>(request, response_handle)
+            .await
     }
 }

@@ -77,13 +77,14 @@ impl DnsService {
         ));
         let mut tasks = JoinSet::new();
         for &addr in &config.listen_udp {
-            let socket = tokio::net::UdpSocket::bind(addr)
-                .await
-                .map_err(|source| DnsError::Bind {
-                    what: "udp",
-                    addr,
-                    source,
-                })?;
+            let socket =
+                tokio::net::UdpSocket::bind(addr)
+                    .await
+                    .map_err(|source| DnsError::Bind {
+                        what: "udp",
+                        addr,
+                        source,
+                    })?;
             tracing::info!(%addr, "dns udp listening");
             tasks.spawn(listen::serve_udp(
                 socket,
@@ -157,11 +158,8 @@ async fn start_tls(
         tracing::info!(%addr, "dns over tls listening");
     }
     for &addr in &config.listen_https {
-        let tls = crate::cert::server_config(
-            &config.tls_cert,
-            &config.tls_key,
-            &[b"h2", b"http/1.1"],
-        )?;
+        let tls =
+            crate::cert::server_config(&config.tls_cert, &config.tls_key, &[b"h2", b"http/1.1"])?;
         let listener = bind_tcp("doh", addr).await?;
         tasks.spawn(doh::serve(
             listener,

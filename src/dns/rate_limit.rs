@@ -131,6 +131,9 @@ mod tests {
             let ip: IpAddr = format!("2001:db8:0:{i:x}::1").parse().unwrap();
             assert_eq!(rl.check(ip, t0), Verdict::Allow);
         }
-        assert_ne!(rl.check("2001:db8:0:ff::1".parse().unwrap(), t0), Verdict::Allow);
+        assert_ne!(
+            rl.check("2001:db8:0:ff::1".parse().unwrap(), t0),
+            Verdict::Allow
+        );
     }
 }

@@ -89,7 +89,11 @@ impl EdgeBuilder {
         let data = dir.path().join("data");
         if self.tls {
             let out = gridedge(&["cert", "dev", "--data-dir", data.to_str().unwrap()]);
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         let config = format!(
             "data_dir = {data:?}\n[log]\nlevel = \"info,gridedge=debug\"\n\
@@ -230,7 +234,11 @@ pub fn status(dig_output: &str) -> String {
 pub fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
     if !text.starts_with("HTTP/1.1 200") {
