@@ -25,7 +25,8 @@
 # lower is better).
 #
 # Knobs (environment): DURATION LAT_DURATION LAT_QPS CLIENTS OUTSTANDING
-# DNSPERF_THREADS SERVER_THREADS FWD_NAMES CASES SERVERS (default
+# DNSPERF_THREADS SERVER_THREADS REPEAT (rounds per case, servers alternating,
+# median reported; default 1) FWD_NAMES CASES SERVERS (default
 # "unbound gridedge") GRIDEDGE_BIN (default target/release/gridedge, built
 # if missing) KEEP_WORK=1 (keep the temp dir with configs and logs).
 set -euo pipefail
@@ -38,6 +39,7 @@ CLIENTS=${CLIENTS:-16}
 OUTSTANDING=${OUTSTANDING:-200}
 DNSPERF_THREADS=${DNSPERF_THREADS:-1}
 SERVER_THREADS=${SERVER_THREADS:-2}
+REPEAT=${REPEAT:-1}
 FWD_NAMES=${FWD_NAMES:-10000}
 LOCAL_NAMES=${LOCAL_NAMES:-1000}
 CASES=${CASES:-"local forward"}
@@ -289,6 +291,11 @@ measure_latency() { # server queryfile -> "p50_ms p99_ms lost"
 
 rcodes() { sed -n 's/^ *Response codes: *//p' "$1"; }
 
+# Median of the arguments ("timeout" sorts above every number).
+median() { printf '%s\n' "$@" | sed 's/^timeout$/inf/' | sort -g |
+  awk '{ v[NR] = $1 } END { m = v[int((NR + 1) / 2)]; print (m == "inf") ? "timeout" : m }'; }
+sum() { printf '%s\n' "$@" | awk '{ t += $1 } END { print t + 0 }'; }
+
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.2f", a / b; else print "-" }'; }
 
 # ---------------------------------------------------------------- run
@@ -306,7 +313,8 @@ gridedge vs Unbound, dnsperf $(dnsperf -h 2>&1 | awk '/^Version/ { print $2 }'),
 machine: $(nproc) cores, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), $(uname -sr)
 unbound $(unbound -V | awk 'NR == 1 { print $2 }'), gridedge $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')
 server threads $SERVER_THREADS each; dnsperf: $CLIENTS clients, $OUTSTANDING in flight, $DNSPERF_THREADS thread(s)
-qps: unthrottled ${DURATION}s; latency: at $LAT_QPS q/s for ${LAT_DURATION}s
+qps: unthrottled ${DURATION}s; latency: at $LAT_QPS q/s for ${LAT_DURATION}s; median of $REPEAT round(s)
+load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)
 
 EOF
 printf '%-8s %-9s %10s %6s %9s %9s %6s\n' case server qps lost p50_ms p99_ms lost
@@ -315,9 +323,19 @@ RCODES=()
 for CASE in $CASES; do
   qf=$WORK/queries-$CASE.txt
   "case_$CASE" "$qf"
+  # Rounds alternate the servers, so a burst of load from elsewhere on the
+  # machine hits both; the median of the rounds is reported.
+  declare -A Q=() L=() P50=() P99=() LL=()
+  for round in $(seq 1 "$REPEAT"); do
+    for s in $SERVERS; do
+      read -r q ql <<<"$(measure_qps "$s" "$qf")"
+      read -r p50 p99 ll <<<"$(measure_latency "$s" "$qf")"
+      Q[$s]+="$q " L[$s]+="$ql " P50[$s]+="$p50 " P99[$s]+="$p99 " LL[$s]+="$ll "
+      [ "$REPEAT" -gt 1 ] && log "round $round $CASE $s: qps $q p50 $p50 p99 $p99"
+    done
+  done
   for s in $SERVERS; do
-    read -r q ql <<<"$(measure_qps "$s" "$qf")"
-    read -r p50 p99 ll <<<"$(measure_latency "$s" "$qf")"
+    q=$(median ${Q[$s]}) ql=$(sum ${L[$s]}) p50=$(median ${P50[$s]}) p99=$(median ${P99[$s]}) ll=$(sum ${LL[$s]})
     R[$CASE.$s]="$q $p50 $p99"
     RCODES+=("$(printf '%-8s %-9s' "$CASE" "$s") $(rcodes "$WORK/qps-$s-$CASE.txt")")
     printf '%-8s %-9s %10s %6s %9s %9s %6s\n' "$CASE" "$s" "$q" "$ql" "$p50" "$p99" "$ll"
