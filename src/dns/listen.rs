@@ -106,24 +106,24 @@ pub async fn answer(
     src: SocketAddr,
     protocol: Protocol,
 ) -> Option<Vec<u8>> {
+    use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
+    // Shorter than a header: not DNS, nothing to answer.
+    let header = Header::read(&mut BinDecoder::new(&bytes)).ok()?;
     let reply = Reply::new(protocol, handler.edns_payload());
-    match Request::from_bytes(bytes.clone(), src, protocol) {
+    match Request::from_bytes(bytes, src, protocol) {
         Ok(request) => {
             handler
                 .handle_request::<_, TokioTime>(&request, reply.clone())
                 .await;
             reply.take()
         }
-        Err(_) => formerr(&bytes),
+        Err(_) => formerr(header),
     }
 }
 
 /// A FORMERR for a message whose header parsed but whose body did not
-/// (RFC 1035 section 4.1.1); nothing for a message shorter than a header or
-/// one that is itself a response.
-fn formerr(bytes: &[u8]) -> Option<Vec<u8>> {
-    use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
-    let header = Header::read(&mut BinDecoder::new(bytes)).ok()?;
+/// (RFC 1035 section 4.1.1); nothing for one that is itself a response.
+fn formerr(header: Header) -> Option<Vec<u8>> {
     if header.metadata.message_type != MessageType::Query {
         return None;
     }
