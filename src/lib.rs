@@ -11,3 +11,4 @@ pub mod daemon;
 pub mod dns;
 pub mod fsutil;
 pub mod identity;
+pub mod registry;
