@@ -196,6 +196,8 @@ level = "warn"
 [dns]
 listen_udp = ["$GRIDEDGE_ADDR:$GRIDEDGE_PORT"]
 listen_tcp = ["$GRIDEDGE_ADDR:$GRIDEDGE_PORT"]
+listen_tls = []
+listen_https = []
 zones_dir = "$WORK/zones"
 allow_recursion = ["127.0.0.0/8"]
 
