@@ -11,4 +11,6 @@ pub mod daemon;
 pub mod dns;
 pub mod fsutil;
 pub mod identity;
+pub mod overlay;
 pub mod registry;
+pub mod sim;

@@ -1,0 +1,335 @@
+//! The overlay [`Node`]: one peer's protocol state, driven from outside.
+//!
+//! Method groups, in the order a driver uses them (as quinn-proto's
+//! `Connection` documents its own):
+//!
+//! 1. commands from the local node: [`Node::join`], [`Node::leave`],
+//!    [`Node::restore_members`], [`Node::load_meter`];
+//! 2. inputs: [`Node::handle_message`] for every packet received,
+//!    [`Node::handle_timeout`] when the time from `poll_timeout` comes;
+//! 3. outputs, drained after every input: [`Node::poll_transmit`] until
+//!    `None`, [`Node::poll_event`] until `None`, then [`Node::poll_timeout`];
+//! 4. queries for peer selection: [`Node::peer`], [`Node::estimate_rtt_to`].
+//!
+//! The node composes SWIM ([`super::swim`]), coordinates ([`super::coord`])
+//! and load ([`super::load`]): coordinates ride on acks and the RTT of each
+//! direct probe becomes a coordinate sample; load rides on every packet.
+//! P-Grid and trust will be further components here, with their own message
+//! kinds on the same wire.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use super::coord::{Coordinates, PeerCoord, estimate_rtt};
+use super::load::{Load, LoadMeter};
+use super::swim::{MembershipEvent, Swim, SwimStats};
+use super::wire::{DecodeError, MAX_PIGGYBACK, Message, Packet};
+use super::{Config, Incarnation, MemberState, NodeId, OverlayRng};
+
+/// A packet to send: the driver delivers `payload` to peer `to` as one frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// The destination peer.
+    pub to: NodeId,
+    /// The encoded packet.
+    pub payload: Vec<u8>,
+}
+
+/// Something the rest of the edge may want to know.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// Membership changed.
+    Membership(MembershipEvent),
+}
+
+/// What this node knows about a peer for peer selection.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PeerInfo {
+    /// The peer's coordinates, from its last ack to us.
+    pub coord: Option<PeerCoord>,
+    /// The peer's load, from its last packet to us.
+    pub load: Load,
+    /// When we last heard from it.
+    pub heard: Instant,
+}
+
+/// One overlay peer's state machine.
+#[derive(Debug)]
+pub struct Node {
+    config: Config,
+    rng: OverlayRng,
+    now: Instant,
+    swim: Swim,
+    coords: Coordinates,
+    load: LoadMeter,
+    peers: HashMap<NodeId, PeerInfo>,
+    /// Insertion order of `peers`, for eviction of the oldest.
+    peer_order: VecDeque<NodeId>,
+    events: VecDeque<Event>,
+    decode_errors: u64,
+}
+
+impl Node {
+    /// A node `id` that starts at `now` with randomness from `rng`.
+    pub fn new(id: NodeId, config: Config, mut rng: OverlayRng, now: Instant) -> Self {
+        let swim = Swim::new(id, config.clone(), &mut rng, now);
+        let coords = Coordinates::new(config.vivaldi.clone(), id, &config.landmarks);
+        Self {
+            config,
+            rng,
+            now,
+            swim,
+            coords,
+            load: LoadMeter::default(),
+            peers: HashMap::new(),
+            peer_order: VecDeque::new(),
+            events: VecDeque::new(),
+            decode_errors: 0,
+        }
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.swim.id()
+    }
+
+    // ---- commands --------------------------------------------------------
+
+    /// Joins the cluster through `seeds` (a push-pull with each).
+    pub fn join(&mut self, now: Instant, seeds: &[NodeId]) {
+        self.now = now;
+        self.swim.join(seeds);
+    }
+
+    /// Restores known members from a snapshot, as alive, without gossip.
+    pub fn restore_members(&mut self, now: Instant, ids: &[NodeId]) {
+        self.now = now;
+        self.swim.restore_members(now, &mut self.rng, ids);
+        // Pharos needs its anchor RTTs early: probe them first.
+        let landmarks = self.config.landmarks.clone();
+        self.swim.probe_first(&landmarks);
+    }
+
+    /// Leaves the cluster: gossips `left` and stops probing. The driver
+    /// keeps running the node for a few gossip intervals so it spreads.
+    pub fn leave(&mut self, now: Instant) {
+        self.now = now;
+        self.swim.leave();
+    }
+
+    /// The meter the edge updates as it serves; its reading rides on every
+    /// packet.
+    pub fn load_meter(&mut self) -> &mut LoadMeter {
+        &mut self.load
+    }
+
+    // ---- inputs ----------------------------------------------------------
+
+    /// A packet `payload` arrived from peer `from` at `now`.
+    ///
+    /// A malformed packet is dropped and the error returned, so the driver
+    /// can count it against the peer's reputation; it never panics.
+    pub fn handle_message(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        payload: &[u8],
+    ) -> Result<(), DecodeError> {
+        self.now = now;
+        let packet = match Packet::decode(payload) {
+            Ok(p) => p,
+            Err(e) => {
+                self.decode_errors += 1;
+                return Err(e);
+            }
+        };
+        if from != self.id() {
+            self.note_peer(now, from, packet.load, None);
+            self.swim.handle_heard(from);
+        }
+        for update in packet.piggyback {
+            self.swim.handle_update(now, &mut self.rng, from, update);
+        }
+        match packet.message {
+            Message::Ping { seq, target } => self.swim.handle_ping(from, seq, target),
+            Message::IndirectPing {
+                seq,
+                target,
+                want_nack,
+            } => self
+                .swim
+                .handle_indirect_ping(now, from, seq, target, want_nack),
+            Message::Ack { seq, coord } => {
+                let rtt = self.swim.handle_ack(now, from, seq);
+                if let Some(theirs) = coord {
+                    self.note_peer(now, from, packet.load, Some(theirs));
+                    if let Some(rtt) = rtt {
+                        // An absurd sample is dropped; the coordinate stays.
+                        let _ = self.coords.handle_sample(&mut self.rng, from, rtt, &theirs);
+                    }
+                }
+            }
+            Message::Nack { seq } => self.swim.handle_nack(seq),
+            Message::PushPull(pp) => self.swim.handle_push_pull(now, &mut self.rng, from, pp),
+            Message::Gossip => {}
+        }
+        self.drain_swim_events();
+        Ok(())
+    }
+
+    /// Runs the timers due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
+        self.swim.handle_timeout(now, &mut self.rng);
+        self.drain_swim_events();
+    }
+
+    // ---- outputs ---------------------------------------------------------
+
+    /// The next packet to send, with as many queued updates piggybacked as
+    /// fit the byte budget.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        let out = self.swim.poll_outgoing()?;
+        let mut message = out.message;
+        if let Message::Ack { coord, .. } = &mut message {
+            *coord = Some(self.coords.peer_coord());
+        }
+        let mut budget = self.config.max_piggyback_bytes;
+        let mut piggyback = Vec::new();
+        if let Some(u) = out.priority {
+            budget = budget.saturating_sub(u.encoded_len());
+            piggyback.push(u);
+        }
+        // A full state exchange carries enough; keep it lean.
+        if !matches!(message, Message::PushPull(_)) {
+            piggyback.extend(
+                self.swim
+                    .take_broadcasts(budget, MAX_PIGGYBACK - piggyback.len()),
+            );
+        }
+        let packet = Packet {
+            load: self.load.load(self.now),
+            message,
+            piggyback,
+        };
+        // The node never builds a packet over the wire limits (push-pull is
+        // truncated, piggyback is capped), so encoding cannot fail; if it
+        // ever did, dropping the packet is what loss would do anyway.
+        let payload = packet.encode().ok()?;
+        Some(Transmit {
+            to: out.to,
+            payload,
+        })
+    }
+
+    /// When `handle_timeout` should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        Some(self.swim.poll_timeout())
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    // ---- queries ---------------------------------------------------------
+
+    /// This node's coordinates (what its acks carry).
+    pub fn coordinates(&self) -> PeerCoord {
+        self.coords.peer_coord()
+    }
+
+    /// The coordinate state (cluster, sample count).
+    pub fn coordinate_state(&self) -> &Coordinates {
+        &self.coords
+    }
+
+    /// What we know of `peer` for peer selection.
+    pub fn peer(&self, peer: NodeId) -> Option<&PeerInfo> {
+        self.peers.get(&peer)
+    }
+
+    /// Predicted RTT to `peer`, if we have its coordinates.
+    pub fn estimate_rtt_to(&self, peer: NodeId) -> Option<Duration> {
+        let theirs = self.peers.get(&peer)?.coord?;
+        Some(estimate_rtt(&self.coords.peer_coord(), &theirs))
+    }
+
+    /// The state and incarnation of member `id`, if known.
+    pub fn member(&self, id: NodeId) -> Option<(MemberState, Incarnation)> {
+        self.swim.member(id)
+    }
+
+    /// Members other than this node that are alive or suspect.
+    pub fn live_members(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.swim.live_members()
+    }
+
+    /// Number of members known, any state, other than this node.
+    pub fn member_count(&self) -> usize {
+        self.swim.member_count()
+    }
+
+    /// This node's incarnation.
+    pub fn incarnation(&self) -> Incarnation {
+        self.swim.incarnation()
+    }
+
+    /// Local health score (Lifeguard); 0 is healthy.
+    pub fn health_score(&self) -> u32 {
+        self.swim.health_score()
+    }
+
+    /// SWIM counters.
+    pub fn swim_stats(&self) -> SwimStats {
+        self.swim.stats()
+    }
+
+    /// Packets that failed to decode.
+    pub fn decode_errors(&self) -> u64 {
+        self.decode_errors
+    }
+
+    fn note_peer(&mut self, now: Instant, from: NodeId, load: Load, coord: Option<PeerCoord>) {
+        if let Some(p) = self.peers.get_mut(&from) {
+            p.load = load;
+            p.heard = now;
+            if coord.is_some() {
+                p.coord = coord;
+            }
+            return;
+        }
+        if self.config.max_peer_info == 0 {
+            return;
+        }
+        // FIFO eviction is O(1) per packet; an often-heard peer evicted
+        // this way is back with its next packet.
+        while self.peers.len() >= self.config.max_peer_info {
+            match self.peer_order.pop_front() {
+                Some(old) => {
+                    self.peers.remove(&old);
+                }
+                None => break,
+            }
+        }
+        self.peers.insert(
+            from,
+            PeerInfo {
+                coord,
+                load,
+                heard: now,
+            },
+        );
+        self.peer_order.push_back(from);
+    }
+
+    fn drain_swim_events(&mut self) {
+        while let Some(e) = self.swim.poll_event() {
+            if self.events.len() >= self.config.max_events {
+                self.events.pop_front();
+            }
+            self.events.push_back(Event::Membership(e));
+        }
+    }
+}

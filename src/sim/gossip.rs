@@ -1,0 +1,396 @@
+//! The gossip experiment: failure detection time, false positives and
+//! message cost of SWIM/Lifeguard at a given cluster size.
+//!
+//! A cluster of `nodes` runs under packet loss, with a share of slow nodes;
+//! after a warm-up, `crashes` nodes crash at evenly spaced times. For each
+//! crash the experiment measures how long until every live node has marked
+//! the crashed node dead; any live node marked dead by anyone is a false
+//! positive. `gridedge sim gossip` prints the [`GossipReport`].
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::matrix::{LatencyMatrix, MatrixError, Placement};
+use super::net::{Latency, Network};
+use super::stats::percentile;
+use super::{Progress, node_id};
+use crate::overlay::swim::MembershipEvent;
+use crate::overlay::{Config, Event, Preset};
+
+/// Options of a gossip run. Each field is a `gridedge sim gossip` flag.
+#[derive(Clone, Debug)]
+pub struct GossipOpts {
+    /// Number of nodes (`--nodes`).
+    pub nodes: usize,
+    /// Seed of everything random; the same seed replays the run (`--seed`).
+    pub seed: u64,
+    /// Simulated time, warm-up included (`--duration`).
+    pub duration: Duration,
+    /// Time before the first crash, for the cluster to settle (`--warmup`).
+    pub warmup: Duration,
+    /// Probability that any packet is lost (`--loss`).
+    pub loss: f64,
+    /// Share of nodes that are slow (`--slow-fraction`).
+    pub slow_fraction: f64,
+    /// A slow node handles each packet and timer late by a uniform random
+    /// delay in `[0, slow_delay)` (`--slow-delay`).
+    pub slow_delay: Duration,
+    /// Number of nodes crashed, at evenly spaced times between the warm-up
+    /// and 60% of the duration (`--crashes`).
+    pub crashes: usize,
+    /// LAN or WAN protocol constants (`--preset`).
+    pub preset: Preset,
+    /// Latency matrix file; `None` uses a generated 490-host internet
+    /// (`--matrix`).
+    pub matrix: Option<PathBuf>,
+    /// Access delay range added per node when nodes outnumber the matrix's
+    /// hosts, milliseconds (`--jitter-ms`).
+    pub jitter_ms: f64,
+    /// Start every node by joining through a random earlier node with
+    /// push-pull, instead of from a formed member table (`--cold-join`).
+    /// Costs O(N^2) gossip at start; meant for N up to a few thousand.
+    pub cold_join: bool,
+}
+
+impl Default for GossipOpts {
+    fn default() -> Self {
+        Self {
+            nodes: 100,
+            seed: 1,
+            duration: Duration::from_secs(600),
+            warmup: Duration::from_secs(60),
+            loss: 0.05,
+            slow_fraction: 0.10,
+            slow_delay: Duration::from_millis(500),
+            crashes: 5,
+            preset: Preset::Lan,
+            matrix: None,
+            jitter_ms: 5.0,
+            cold_join: false,
+        }
+    }
+}
+
+/// Detection time figures.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Detection {
+    /// Crashes injected.
+    pub crashes: usize,
+    /// Crashes that every live node marked dead before the end.
+    pub detected: usize,
+    /// Median over crashes of the time until every live node marked the
+    /// crashed node dead, seconds.
+    pub median_s: f64,
+    /// Maximum of the same, seconds.
+    pub max_s: f64,
+    /// Median over crashes of the time until the first node marked it
+    /// dead, seconds.
+    pub first_median_s: f64,
+}
+
+/// False positive figures: live nodes wrongly suspected or declared dead.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct FalsePositives {
+    /// Times any node declared a live node dead.
+    pub count: u64,
+    /// Distinct live nodes declared dead by someone.
+    pub members: usize,
+    /// Times any node suspected a live node (refuted in time: not a false
+    /// positive, but the cost of loss and slowness).
+    pub suspicions: u64,
+    /// Times a node refuted a suspicion of itself.
+    pub refutations: u64,
+}
+
+/// Message cost figures.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Messages {
+    /// Packets sent per live node per simulated second, after warm-up.
+    pub per_node_per_s: f64,
+    /// Bytes sent per live node per simulated second, after warm-up.
+    pub bytes_per_node_per_s: f64,
+}
+
+/// The result of a gossip run.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct GossipReport {
+    /// Nodes simulated.
+    pub nodes: usize,
+    /// The seed that replays this run.
+    pub seed: u64,
+    /// Simulated seconds.
+    pub duration_s: f64,
+    /// Packet loss.
+    pub loss: f64,
+    /// Share of slow nodes.
+    pub slow_fraction: f64,
+    /// Protocol preset.
+    pub preset: Preset,
+    /// Detection time of crashes.
+    pub detection: Detection,
+    /// False positives.
+    pub false_positives: FalsePositives,
+    /// Message cost.
+    pub messages: Messages,
+    /// Simulator events processed.
+    pub events: u64,
+    /// Wall-clock seconds the run took.
+    pub wall_time_s: f64,
+}
+
+impl std::fmt::Display for GossipReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let d = &self.detection;
+        let fp = &self.false_positives;
+        writeln!(
+            f,
+            "gossip: {} nodes, {:?} preset, seed {}, {:.0} s simulated, loss {:.1}%, slow {:.1}%",
+            self.nodes,
+            self.preset,
+            self.seed,
+            self.duration_s,
+            self.loss * 100.0,
+            self.slow_fraction * 100.0
+        )?;
+        writeln!(f, "{:<40} {:>12}", "figure", "value")?;
+        let rows: [(&str, String); 10] = [
+            ("crashes detected", format!("{}/{}", d.detected, d.crashes)),
+            (
+                "detection, all nodes, median (s)",
+                format!("{:.2}", d.median_s),
+            ),
+            ("detection, all nodes, max (s)", format!("{:.2}", d.max_s)),
+            (
+                "detection, first node, median (s)",
+                format!("{:.2}", d.first_median_s),
+            ),
+            ("false positives (dead declarations)", fp.count.to_string()),
+            ("false positives (distinct members)", fp.members.to_string()),
+            ("suspicions of live members", fp.suspicions.to_string()),
+            ("refutations", fp.refutations.to_string()),
+            (
+                "messages / node / s",
+                format!("{:.2}", self.messages.per_node_per_s),
+            ),
+            (
+                "bytes / node / s",
+                format!("{:.0}", self.messages.bytes_per_node_per_s),
+            ),
+        ];
+        for (k, v) in rows {
+            writeln!(f, "{k:<40} {v:>12}")?;
+        }
+        write!(
+            f,
+            "{} events in {:.1} s of wall time",
+            self.events, self.wall_time_s
+        )
+    }
+}
+
+/// Runs a gossip experiment; `progress` is called every simulated 10 s.
+pub fn run_gossip(
+    opts: &GossipOpts,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<GossipReport, MatrixError> {
+    // Wall time is reported, never used by the simulation.
+    let wall = Instant::now();
+    let n = opts.nodes.max(2);
+    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
+    let matrix = match &opts.matrix {
+        Some(p) => LatencyMatrix::load(p)?,
+        None => LatencyMatrix::generate(490, opts.seed),
+    };
+    let placement = Placement::new(n, matrix.hosts(), opts.jitter_ms, opts.seed);
+    let latency = Latency {
+        slices: vec![matrix],
+        slice_period: Duration::ZERO,
+        placement,
+    };
+    let ids: Vec<_> = (0..n).map(node_id).collect();
+    let mut net = Network::new(ids.clone(), latency, opts.seed);
+    net.loss = opts.loss.clamp(0.0, 1.0);
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut rng);
+    let slow_count = ((n as f64) * opts.slow_fraction.clamp(0.0, 1.0)).round() as usize;
+    for &i in &order[..slow_count] {
+        net.slow[i] = opts.slow_delay;
+    }
+    // Crash victims are drawn from all nodes, slow ones included.
+    let crashes = opts.crashes.min(n - 2);
+    let victims: Vec<usize> = {
+        let mut v: Vec<usize> = (0..n).collect();
+        v.shuffle(&mut rng);
+        v.truncate(crashes);
+        v
+    };
+    let config = Config::preset(opts.preset);
+    let mut sink = |_: Duration, _: usize, _: Event| {};
+    for i in 0..n {
+        let seed = rng.r#gen();
+        let now = net.now();
+        let node = net.start(i, config.clone(), seed);
+        if !opts.cold_join {
+            node.restore_members(now, &ids);
+        } else if i > 0 {
+            node.join(now, &[ids[rng.gen_range(0..i)]]);
+        }
+        net.flush(i, &mut sink);
+    }
+
+    let end = opts.duration.max(opts.warmup + Duration::from_secs(1));
+    let last_crash = opts.warmup.max(end.mul_f64(0.6));
+    let crash_times: Vec<Duration> = (0..crashes)
+        .map(|k| {
+            if crashes == 1 {
+                opts.warmup
+            } else {
+                opts.warmup + (last_crash - opts.warmup).mul_f64(k as f64 / (crashes - 1) as f64)
+            }
+        })
+        .collect();
+
+    // crashed_at[i]: when node i crashed. dead_seen[c][observer]: when the
+    // observer marked crash c's victim dead.
+    let mut crashed_at: Vec<Option<Duration>> = vec![None; n];
+    let mut dead_seen: Vec<Vec<Option<Duration>>> = vec![vec![None; n]; crashes];
+    let victim_crash: std::collections::HashMap<usize, usize> =
+        victims.iter().enumerate().map(|(c, &v)| (v, c)).collect();
+    let mut fp_count = 0u64;
+    let mut fp_members = std::collections::BTreeSet::new();
+    let mut suspicions = 0u64;
+    let mut refutations = 0u64;
+    let mut events = 0u64;
+    let mut traffic_at_warmup = None;
+
+    let step = Duration::from_secs(10);
+    let mut t = Duration::ZERO;
+    let mut next_crash = 0;
+    while t < end {
+        let mut until = (t + step).min(end);
+        if next_crash < crashes {
+            until = until.min(crash_times[next_crash]);
+        }
+        if traffic_at_warmup.is_none() && until >= opts.warmup {
+            until = opts.warmup;
+        }
+        events += net.run_until(until, &mut |at, observer, e| {
+            let Event::Membership(m) = e;
+            match m {
+                MembershipEvent::Failed { id } | MembershipEvent::Left { id } => {
+                    let Some(subject) = net_index(&ids, id) else {
+                        return;
+                    };
+                    match crashed_at[subject] {
+                        Some(_) => {
+                            if let Some(&c) = victim_crash.get(&subject) {
+                                dead_seen[c][observer].get_or_insert(at);
+                            }
+                        }
+                        None => {
+                            fp_count += 1;
+                            fp_members.insert(subject);
+                        }
+                    }
+                }
+                MembershipEvent::Suspected { id }
+                    if net_index(&ids, id).is_some_and(|s| crashed_at[s].is_none()) =>
+                {
+                    suspicions += 1;
+                }
+                MembershipEvent::SelfRefuted { .. } => refutations += 1,
+                _ => {}
+            }
+        });
+        t = until;
+        if traffic_at_warmup.is_none() && t >= opts.warmup {
+            traffic_at_warmup = Some(net.traffic);
+        }
+        while next_crash < crashes && crash_times[next_crash] <= t {
+            let v = victims[next_crash];
+            net.crash(v);
+            crashed_at[v] = Some(t);
+            next_crash += 1;
+        }
+        progress(Progress {
+            simulated: t,
+            total: end,
+            events,
+        });
+    }
+
+    // Detection: over observers alive at the end.
+    let mut all = Vec::new();
+    let mut first = Vec::new();
+    for (c, &v) in victims.iter().enumerate() {
+        let Some(tc) = crashed_at[v] else { continue };
+        let mut worst = Duration::ZERO;
+        let mut earliest: Option<Duration> = None;
+        let mut complete = true;
+        for (o, seen) in dead_seen[c].iter().enumerate() {
+            if crashed_at[o].is_some() {
+                continue;
+            }
+            match seen {
+                Some(at) => {
+                    worst = worst.max(*at - tc);
+                    earliest = Some(earliest.map_or(*at - tc, |e| e.min(*at - tc)));
+                }
+                None => complete = false,
+            }
+        }
+        if complete {
+            all.push(worst.as_secs_f64());
+        }
+        if let Some(e) = earliest {
+            first.push(e.as_secs_f64());
+        }
+    }
+    let live = n - crashes;
+    let base = traffic_at_warmup.unwrap_or_default();
+    let secs = (end - opts.warmup.min(end)).as_secs_f64().max(1e-9);
+    let packets = (net.traffic.packets - base.packets) as f64;
+    let bytes = (net.traffic.bytes - base.bytes) as f64;
+    let all_sorted = sorted(all);
+    Ok(GossipReport {
+        nodes: n,
+        seed: opts.seed,
+        duration_s: end.as_secs_f64(),
+        loss: opts.loss,
+        slow_fraction: opts.slow_fraction,
+        preset: opts.preset,
+        detection: Detection {
+            crashes,
+            detected: all_sorted.len(),
+            median_s: percentile(&all_sorted, 0.5),
+            max_s: all_sorted.last().copied().unwrap_or(f64::NAN),
+            first_median_s: percentile(&sorted(first), 0.5),
+        },
+        false_positives: FalsePositives {
+            count: fp_count,
+            members: fp_members.len(),
+            suspicions,
+            refutations,
+        },
+        messages: Messages {
+            per_node_per_s: packets / live as f64 / secs,
+            bytes_per_node_per_s: bytes / live as f64 / secs,
+        },
+        events,
+        wall_time_s: wall.elapsed().as_secs_f64(),
+    })
+}
+
+fn net_index(ids: &[crate::overlay::NodeId], id: crate::overlay::NodeId) -> Option<usize> {
+    // Ids are generated in ascending order of index (see `node_id`).
+    ids.binary_search(&id).ok()
+}
+
+fn sorted(mut v: Vec<f64>) -> Vec<f64> {
+    v.sort_by(f64::total_cmp);
+    v
+}
