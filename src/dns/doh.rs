@@ -43,21 +43,8 @@ pub async fn serve(
 ) {
     let acceptor = TlsAcceptor::from(tls);
     let slots = Arc::new(Semaphore::new(max_connections));
-    loop {
-        let (tcp, src) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!(error = %e, "doh accept error");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.cancelled() => return,
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            continue;
-        };
+    while let Some((tcp, src, permit)) = listen::accept_bounded(&listener, &slots, &shutdown).await
+    {
         let acceptor = acceptor.clone();
         let handler = handler.clone();
         let shutdown = shutdown.clone();

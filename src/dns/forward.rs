@@ -38,6 +38,9 @@ pub enum ForwardError {
     /// The trust roots for TLS upstreams could not be loaded.
     #[error("cannot load upstream CA {path}: {reason}")]
     Ca { path: String, reason: String },
+    /// rustls refused the client configuration.
+    #[error("TLS client configuration: {0}")]
+    Tls(#[from] rustls::Error),
 }
 
 /// The configured upstreams.
@@ -148,11 +151,7 @@ fn client_tls_config(config: &ForwardConfig) -> Result<rustls::ClientConfig, For
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ForwardError::Ca {
-            path: String::new(),
-            reason: e.to_string(),
-        })?
+        .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(config)

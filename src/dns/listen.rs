@@ -188,23 +188,7 @@ pub async fn serve_tcp(
     shutdown: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(max_connections));
-    loop {
-        let (stream, src) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!(error = %e, "tcp accept error");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.cancelled() => return,
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::debug!(%src, "too many TCP connections; closing");
-            drop(stream);
-            continue;
-        };
+    while let Some((stream, src, permit)) = accept_bounded(&listener, &slots, &shutdown).await {
         let handler = handler.clone();
         let metrics = metrics.clone();
         let shutdown = shutdown.clone();
@@ -221,6 +205,38 @@ pub async fn serve_tcp(
             }
             metrics.dns_tcp_connections.dec();
         });
+    }
+}
+
+/// Accepts the next connection that fits in `slots`, closing those over
+/// the limit at once; `None` once `shutdown` fires. Shared by the TCP and
+/// DoH listeners.
+pub async fn accept_bounded(
+    listener: &TcpListener,
+    slots: &Arc<Semaphore>,
+    shutdown: &CancellationToken,
+) -> Option<(
+    tokio::net::TcpStream,
+    SocketAddr,
+    tokio::sync::OwnedSemaphorePermit,
+)> {
+    loop {
+        let (stream, src) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(r) => r,
+                Err(e) => {
+                    // EMFILE and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept error");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => return None,
+        };
+        match slots.clone().try_acquire_owned() {
+            Ok(permit) => return Some((stream, src, permit)),
+            Err(_) => tracing::debug!(%src, "too many connections; closing"),
+        }
     }
 }
 
