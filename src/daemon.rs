@@ -6,9 +6,11 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Metrics};
-use crate::config::Config;
+use crate::config::{Config, RegistryRole};
+use crate::dns::registry::RegistryZone;
 use crate::dns::{DnsError, DnsService};
 use crate::identity::{Identity, IdentityError};
+use crate::registry::service::{Registry, RegistryError};
 
 /// Why the edge stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +25,9 @@ pub enum RunError {
     /// The node's identity key could not be loaded.
     #[error(transparent)]
     Identity(#[from] IdentityError),
+    /// The registry could not be opened.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
     /// The DNS service could not start.
     #[error(transparent)]
     Dns(#[from] DnsError),
@@ -43,10 +48,32 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let identity = Identity::load_or_create(&config.data_dir)?;
     tracing::info!(node = %identity.node_id(), data_dir = %config.data_dir.display(), "starting gridedge");
     let metrics = Arc::new(Metrics::new());
-    let dns = DnsService::start(&config.dns, metrics.clone(), shutdown.clone()).await?;
+    let registry = match &config.registry {
+        Some(rc) => Some(Arc::new(Registry::open(rc, metrics.clone())?)),
+        None => None,
+    };
+    let registry_zone = registry
+        .as_ref()
+        .map(|r| RegistryZone::new(r.clone(), config.edge.public_addresses.clone()));
+    let dns = DnsService::start(&config.dns, registry_zone, metrics.clone(), shutdown.clone()).await?;
+    let follower = match (&registry, config.registry.as_ref().map(|r| &r.role)) {
+        (Some(registry), Some(RegistryRole::Follower { url, interval })) => {
+            let client = crate::admin::client::AdminClient::new(url)
+                .expect("the config checked the follow URL");
+            tracing::info!(sequencer = %url, "registry: following");
+            Some(tokio::spawn(crate::registry::follow::follow(
+                registry.clone(),
+                client,
+                *interval,
+                metrics.clone(),
+                shutdown.clone(),
+            )))
+        }
+        _ => None,
+    };
     let admin = match config.admin.listen {
         Some(addr) => Some(
-            admin::serve(addr, metrics.clone(), shutdown.clone())
+            admin::serve(addr, metrics.clone(), registry.clone(), shutdown.clone())
                 .await
                 .map_err(|source| RunError::Admin { addr, source })?,
         ),
@@ -56,6 +83,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     shutdown.cancelled().await;
     tracing::info!("shutting down");
     dns.stopped().await;
+    if let Some(follower) = follower {
+        let _ = follower.await;
+    }
     if let Some(admin) = admin {
         let _ = admin.await;
     }

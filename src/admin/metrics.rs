@@ -38,6 +38,13 @@ pub struct Metrics {
     pub dns_cache_entries: Gauge,
     /// TCP connections open now.
     pub dns_tcp_connections: Gauge,
+    registry_ops: Family<[(&'static str, &'static str); 2], Counter>,
+    /// The registry chain's height.
+    pub registry_height: Gauge,
+    /// Blocks refused at a follower's intake (tampered, forked, bad seal).
+    pub registry_blocks_refused: Counter,
+    /// Follower pulls that failed to reach the sequencer.
+    pub registry_follow_errors: Counter,
 }
 
 impl Default for Metrics {
@@ -95,8 +102,36 @@ impl Metrics {
             "DNS TCP connections open",
             dns_tcp_connections.clone(),
         );
+        let registry_ops = Family::default();
+        registry.register(
+            "registry_ops",
+            "Registry operations submitted, by kind and result (accepted or the reject reason)",
+            registry_ops.clone(),
+        );
+        let registry_height = Gauge::default();
+        registry.register(
+            "registry_height",
+            "Height of the registry chain",
+            registry_height.clone(),
+        );
+        let registry_blocks_refused = Counter::default();
+        registry.register(
+            "registry_blocks_refused",
+            "Blocks a follower refused (tampered, forked, bad seal or state root)",
+            registry_blocks_refused.clone(),
+        );
+        let registry_follow_errors = Counter::default();
+        registry.register(
+            "registry_follow_errors",
+            "Follower pulls that could not reach or read the sequencer",
+            registry_follow_errors.clone(),
+        );
         Self {
             registry,
+            registry_ops,
+            registry_height,
+            registry_blocks_refused,
+            registry_follow_errors,
             dns_queries,
             dns_cache,
             dns_upstream_errors,
@@ -129,6 +164,13 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of every metric.
+    /// Counts a registry operation of `kind` with `result`.
+    pub fn registry_op(&self, kind: &'static str, result: &'static str) {
+        self.registry_ops
+            .get_or_create(&[("kind", kind), ("result", result)])
+            .inc();
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)

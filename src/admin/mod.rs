@@ -1,7 +1,12 @@
 //! The admin listener: `/health` for load balancers and supervisors,
-//! `/metrics` in Prometheus text format. Loopback by default.
+//! `/metrics` in Prometheus text format, and the registry's API
+//! (`registry.rs`). Loopback by default: it accepts registry operations
+//! and blocks, so it is for the operator and the edge's peers, not the
+//! world.
 
+pub mod client;
 pub mod metrics;
+pub mod registry;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,14 +24,18 @@ pub use metrics::Metrics;
 pub async fn serve(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
+    registry: Option<Arc<crate::registry::service::Registry>>,
     shutdown: CancellationToken,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "admin listening");
-    let app = Router::new()
+    let mut app = Router::new()
         .route("/health", get(|| async { "ok\n" }))
         .route("/metrics", get(render_metrics))
         .with_state(metrics);
+    if let Some(registry) = registry {
+        app = app.merge(registry::routes(registry));
+    }
     Ok(tokio::spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())

@@ -14,7 +14,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 pub use raw::RawConfig;
-use raw::{LogFormat, RawCache, RawDns, RawForward, RawRateLimit};
+use raw::{LogFormat, RawCache, RawDns, RawForward, RawRateLimit, RawRegistry};
 
 /// Why a config was rejected; every variant names the key.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +49,9 @@ pub struct Config {
     pub log: LogConfig,
     pub dns: DnsConfig,
     pub admin: AdminConfig,
+    /// The name registry; `None` when turned off.
+    pub registry: Option<RegistryConfig>,
+    pub edge: EdgeConfig,
 }
 
 /// Logging.
@@ -143,6 +146,43 @@ pub struct AdminConfig {
     pub listen: Option<SocketAddr>,
 }
 
+/// The name registry: which chain, and whether this edge seals or follows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegistryConfig {
+    /// The DNS suffix the registry answers for, e.g. `grid.`.
+    pub zone: crate::registry::model::Zone,
+    /// The genesis file; `None` is the devnet genesis compiled in (from
+    /// `zones/genesis.toml`).
+    pub genesis: Option<PathBuf>,
+    /// Where the block log lives: DATA_DIR/registry.
+    pub dir: PathBuf,
+    pub role: RegistryRole,
+    /// TTL of the zone's SOA, and so of negative answers.
+    pub soa_ttl_secs: u32,
+}
+
+/// Whether this edge seals the devnet's blocks or pulls them.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RegistryRole {
+    /// Seal blocks with the key in this file, or with the well-known devnet
+    /// sequencer key (dev key 0) when `None`.
+    Sequencer { key_file: Option<PathBuf> },
+    /// Pull blocks from this sequencer's admin API.
+    Follower {
+        /// `http://HOST:PORT` of the admin listener.
+        url: String,
+        interval: Duration,
+    },
+}
+
+/// What the HTTP edge tells the world about itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EdgeConfig {
+    /// Addresses where clients reach this edge's HTTP side; DNS answers a
+    /// registry name that has content but no address with these.
+    pub public_addresses: Vec<std::net::IpAddr>,
+}
+
 impl Default for Config {
     fn default() -> Self {
         RawConfig::default()
@@ -202,15 +242,61 @@ impl RawConfig {
             ));
         }
         let dns = validate_dns(self.dns, base, &data_dir)?;
+        let registry = validate_registry(self.registry, base, &data_dir)?;
         Ok(Config {
-            data_dir,
             log,
             dns,
             admin: AdminConfig {
                 listen: self.admin.listen,
             },
+            registry,
+            edge: EdgeConfig {
+                public_addresses: self.edge.public_addresses,
+            },
+            data_dir,
         })
     }
+}
+
+fn validate_registry(
+    raw: RawRegistry,
+    base: &Path,
+    data_dir: &Path,
+) -> Result<Option<RegistryConfig>, ConfigError> {
+    if !raw.enabled {
+        return Ok(None);
+    }
+    let zone = crate::registry::model::Zone::parse(&raw.zone)
+        .map_err(|e| invalid("registry.zone", e.to_string()))?;
+    if raw.follow_interval_ms == 0 {
+        return Err(invalid("registry.follow_interval_ms", "must be at least 1"));
+    }
+    let role = match raw.follow {
+        Some(url) => {
+            if raw.sequencer_key_file.is_some() {
+                return Err(invalid(
+                    "registry.follow",
+                    "a follower has no sequencer key; remove registry.sequencer_key_file",
+                ));
+            }
+            crate::admin::client::AdminClient::new(&url)
+                .map_err(|e| invalid("registry.follow", e.to_string()))?;
+            RegistryRole::Follower {
+                url,
+                interval: Duration::from_millis(raw.follow_interval_ms),
+            }
+        }
+        None => RegistryRole::Sequencer {
+            key_file: raw.sequencer_key_file.map(|p| base.join(p)),
+        },
+    };
+    Ok(Some(RegistryConfig {
+        zone,
+        genesis: raw.genesis.map(|p| base.join(p)),
+        dir: data_dir.join("registry"),
+        role,
+        soa_ttl_secs: raw.soa_ttl_secs,
+    }))
 }
 
 fn validate_dns(raw: RawDns, base: &Path, data_dir: &Path) -> Result<DnsConfig, ConfigError> {

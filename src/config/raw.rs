@@ -15,6 +15,8 @@ pub struct RawConfig {
     pub log: RawLog,
     pub dns: RawDns,
     pub admin: RawAdmin,
+    pub registry: RawRegistry,
+    pub edge: RawEdge,
 }
 
 impl Default for RawConfig {
@@ -24,6 +26,8 @@ impl Default for RawConfig {
             log: RawLog::default(),
             dns: RawDns::default(),
             admin: RawAdmin::default(),
+            registry: RawRegistry::default(),
+            edge: RawEdge::default(),
         }
     }
 }
@@ -186,6 +190,48 @@ impl Default for RawAdmin {
     fn default() -> Self {
         Self {
             listen: Some("127.0.0.1:9100".parse().unwrap()),
+        }
+    }
+}
+
+/// `[registry]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRegistry {
+    pub enabled: bool,
+    pub zone: String,
+    pub genesis: Option<PathBuf>,
+    pub sequencer_key_file: Option<PathBuf>,
+    pub follow: Option<String>,
+    pub follow_interval_ms: u64,
+    pub soa_ttl_secs: u32,
+}
+
+impl Default for RawRegistry {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            zone: "grid.".into(),
+            genesis: None,
+            sequencer_key_file: None,
+            follow: None,
+            follow_interval_ms: 1000,
+            soa_ttl_secs: 60,
+        }
+    }
+}
+
+/// `[edge]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawEdge {
+    pub public_addresses: Vec<std::net::IpAddr>,
+}
+
+impl Default for RawEdge {
+    fn default() -> Self {
+        Self {
+            public_addresses: vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()],
         }
     }
 }

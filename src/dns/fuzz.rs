@@ -1,15 +1,19 @@
 //! The entry point of the `dns_request` fuzz target: arbitrary bytes
 //! through the whole request path of the handler, as a UDP and as a TCP
-//! message, with a local zone loaded and no upstreams.
+//! message, with the devnet registry zone and a local zone loaded and no
+//! upstreams.
 
 use std::sync::{Arc, OnceLock};
 
 use hickory_server::net::xfer::Protocol;
 
 use crate::admin::Metrics;
-use crate::config::Config;
+use crate::config::{Config, RegistryConfig, RegistryRole};
 use crate::dns::handler::DnsHandler;
+use crate::dns::registry::RegistryZone;
 use crate::dns::{forward, listen, zones};
+use crate::registry::model::Zone;
+use crate::registry::service::Registry;
 
 const FUZZ_ZONE: &str = "@ 3600 IN SOA ns.fuzz.test. admin.fuzz.test. 1 7200 3600 1209600 300
 @ 3600 IN NS ns
@@ -38,12 +42,23 @@ fn fixture() -> &'static Fixture {
         let mut config = Config::default().dns;
         config.forward.upstreams.clear();
         let forwarder = forward::Forwarder::new(&config.forward).expect("no upstreams");
+        let metrics = Arc::new(Metrics::new());
+        let registry_config = RegistryConfig {
+            zone: Zone::parse("grid.").expect("zone"),
+            genesis: None,
+            dir: dir.join("registry"),
+            role: RegistryRole::Sequencer { key_file: None },
+            soa_ttl_secs: 60,
+        };
+        let registry = Registry::open(&registry_config, metrics.clone()).expect("registry");
+        let registry = RegistryZone::new(Arc::new(registry), vec!["127.0.0.1".parse().unwrap()]);
         let handler = DnsHandler::new(
             &config,
+            Some(registry),
             loaded.catalog,
             loaded.origins,
             forwarder,
-            Arc::new(Metrics::new()),
+            metrics,
         );
         Fixture { runtime, handler }
     })

@@ -1,7 +1,8 @@
 //! The one request handler behind every DNS listener (UDP, TCP, DoT, DoH).
 //!
 //! It decides, in this order: rate limit (UDP only, where sources can be
-//! spoofed), a name of a local zone (answered by the zone catalog), then
+//! spoofed), a name of the registry zone (answered from the verified chain
+//! state), a name of a local zone (answered by the zone catalog), then
 //! recursion, allowed only for the configured client networks, answered
 //! from the cache or the upstreams, with serve-stale and prefetch.
 
@@ -25,6 +26,7 @@ use crate::config::DnsConfig;
 use crate::dns::cache::{Cache, CacheKey, CachedAnswer, Lookup};
 use crate::dns::forward::Forwarder;
 use crate::dns::rate_limit::{RateLimiter, Verdict};
+use crate::dns::registry::{Answer, RegistryZone};
 
 /// How long a client waits for a refresh before it gets the stale answer
 /// (RFC 8767 section 5 suggests 1.8 seconds for the client response timer).
@@ -32,6 +34,7 @@ const STALE_CLIENT_TIMEOUT: Duration = Duration::from_millis(1800);
 
 /// The handler; cheap to share, one per process.
 pub struct DnsHandler {
+    registry: Option<RegistryZone>,
     catalog: Catalog,
     zones: Vec<LowerName>,
     cache: Arc<Cache>,
@@ -46,15 +49,18 @@ pub struct DnsHandler {
 }
 
 impl DnsHandler {
-    /// A handler answering `zones` and forwarding to `forwarder`.
+    /// A handler answering `registry`, then `zones`, and forwarding the
+    /// rest to `forwarder`.
     pub fn new(
         config: &DnsConfig,
+        registry: Option<RegistryZone>,
         catalog: Catalog,
         zones: Vec<LowerName>,
         forwarder: Forwarder,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
+            registry,
             catalog,
             zones,
             cache: Arc::new(Cache::new(config.cache.clone())),
@@ -263,6 +269,12 @@ impl DnsHandler {
                 .await;
             }
         };
+        if let Some(zone) = &self.registry
+            && zone.contains(query.name())
+        {
+            let answer = zone.answer(query.name(), query.query_type());
+            return send_registry(request, response_edns.as_ref(), &answer, response_handle).await;
+        }
         if self.in_local_zone(query.name()) {
             return self
                 .catalog
@@ -303,6 +315,30 @@ async fn send_answer<R: ResponseHandler>(
         builder.edns(edns);
     }
     let response = builder.build(metadata, answers.iter(), authorities.iter(), [], []);
+    send(response, response_handle, request).await
+}
+
+async fn send_registry<R: ResponseHandler>(
+    request: &Request,
+    edns: Option<&Edns>,
+    answer: &Answer,
+    response_handle: R,
+) -> ResponseInfo {
+    let mut metadata = Metadata::response_from_request(&request.metadata);
+    metadata.recursion_available = true;
+    metadata.authoritative = answer.authoritative;
+    metadata.response_code = answer.rcode;
+    let mut builder = MessageResponseBuilder::new(&request.queries, None);
+    if let Some(edns) = edns {
+        builder.edns(edns);
+    }
+    let response = builder.build(
+        metadata,
+        answer.answers.iter(),
+        answer.authorities.iter(),
+        [],
+        answer.additionals.iter(),
+    );
     send(response, response_handle, request).await
 }
 

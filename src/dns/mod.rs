@@ -1,4 +1,4 @@
-//! The DNS service on hickory-server: local zones, a forwarder with a cache,
+//! The DNS service on hickory-server: the registry zone, local zones, a forwarder with a cache,
 //! recursion ACL, rate limits, UDP, TCP, DoT and DoH.
 //!
 //! `DnsService::start` binds every configured listener and returns once
@@ -11,6 +11,7 @@ pub mod fuzz;
 pub mod handler;
 pub mod listen;
 pub mod rate_limit;
+pub mod registry;
 pub mod zones;
 
 use std::sync::Arc;
@@ -57,6 +58,7 @@ impl DnsService {
     /// Loads the zones, binds every listener and starts serving.
     pub async fn start(
         config: &DnsConfig,
+        registry: Option<registry::RegistryZone>,
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> Result<Self, DnsError> {
@@ -70,6 +72,7 @@ impl DnsService {
         let forwarder = forward::Forwarder::new(&config.forward)?;
         let handler = Arc::new(DnsHandler::new(
             config,
+            registry,
             loaded.catalog,
             loaded.origins,
             forwarder,

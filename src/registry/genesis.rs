@@ -26,6 +26,10 @@ pub const MAX_GENESIS_FILE_BYTES: u64 = 16 * 1024 * 1024;
 
 const GENESIS_DOMAIN: &[u8] = b"gridedge/registry/genesis/v1\0";
 
+/// The devnet genesis used when the config names none: `zones/genesis.toml`
+/// as it was at build time, so the edge runs from any directory.
+pub const DEVNET_GENESIS: &str = include_str!("../../zones/genesis.toml");
+
 /// Why a genesis file is unusable. Names the file (when read from one) and
 /// the entry.
 #[derive(Debug, thiserror::Error)]
@@ -273,7 +277,7 @@ mod tests {
     use crate::registry::model::{RecordData, RecordType, Subname};
 
     /// The shipped sample genesis.
-    pub(crate) const SAMPLE: &str = include_str!("../../zones/genesis.toml");
+    pub(crate) const SAMPLE: &str = DEVNET_GENESIS;
 
     #[test]
     fn sample_genesis_parses_and_uses_the_dev_keys() {

@@ -17,7 +17,7 @@ use crate::registry::codec::sha256;
 pub const DEV_KEY_SEED: &str = "gridedge devnet dev key ";
 
 /// Why text is not a secret key.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum KeyError {
     /// The text is not 64 hex digits.
@@ -26,6 +26,41 @@ pub enum KeyError {
         /// Length of the text given (trimmed).
         len: usize,
     },
+    /// The key file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The OS error.
+        source: std::sync::Arc<std::io::Error>,
+    },
+}
+
+/// Reads a key file: 64 hex digits of secret key.
+pub fn read_key_file(path: &std::path::Path) -> Result<SigningKey, KeyError> {
+    let text = std::fs::read_to_string(path).map_err(|source| KeyError::Io {
+        path: path.to_owned(),
+        source: std::sync::Arc::new(source),
+    })?;
+    secret_from_hex(&text)
+}
+
+/// Writes `key` to a new key file readable by its owner only; an existing
+/// file is never overwritten (it may hold the only copy of a name's key).
+pub fn write_new_key_file(path: &std::path::Path, key: &SigningKey) -> Result<(), KeyError> {
+    use std::io::Write;
+    let io = |source| KeyError::Io {
+        path: path.to_owned(),
+        source: std::sync::Arc::new(source),
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).map_err(io)?;
+    file.write_all(format!("{}\n", secret_to_hex(key)).as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(io)
 }
 
 /// The well-known devnet key number `index`.
@@ -74,7 +109,7 @@ mod tests {
         let key = generate_key(&mut rand_chacha::ChaCha20Rng::seed_from_u64(1));
         let back = secret_from_hex(&format!(" {}\n", secret_to_hex(&key))).unwrap();
         assert_eq!(Owner::of(&back), Owner::of(&key));
-        assert_eq!(secret_from_hex("abc"), Err(KeyError::BadHex { len: 3 }));
+        assert!(matches!(secret_from_hex("abc"), Err(KeyError::BadHex { len: 3 })));
     }
 
     #[test]

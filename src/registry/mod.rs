@@ -19,14 +19,21 @@
 //! | `keys.rs` | key generation, hex key files, the devnet dev keys |
 //! | `store.rs` | the crash-safe block log |
 //! | `source.rs` | `RegistrySource` and `DevnetSource` |
+//! | `service.rs` | `Registry`: the source as the running edge shares it |
+//! | `follow.rs` | a follower's pull loop against the sequencer's admin API |
+//! | `client.rs` | the `name` and `chain` commands, over the admin API |
 //! | `fuzz.rs` | `fuzz_decode` for the fuzz crate |
 //!
-//! Everything but `store.rs`, `genesis.rs` (file loading) and `source.rs` is
-//! pure: no IO, no clock; heights and times are arguments.
+//! Everything but `store.rs`, `genesis.rs` (file loading), `source.rs`,
+//! `keys.rs` (key files) and the last three runtime files is pure: no IO,
+//! no clock; heights and times are arguments. DNS answers for the zone
+//! live in `src/dns/registry.rs`, the admin routes in
+//! `src/admin/registry.rs`.
 
 pub mod block;
 pub mod chain;
 pub mod codec;
+pub mod follow;
 pub mod fuzz;
 pub mod genesis;
 pub mod keys;
@@ -34,6 +41,7 @@ pub mod model;
 pub mod op;
 pub mod params;
 pub mod smt;
+pub mod service;
 pub mod source;
 pub mod state;
 pub mod store;
