@@ -54,6 +54,17 @@ pub struct Config {
     /// peer; scaled by `log2(N/32)` above 32 members as memberlist does, so
     /// its cost per node stays near flat.
     pub push_pull_interval: Duration,
+    /// How often a join's push-pull is repeated while no member is known:
+    /// the transport may lose it, and memberlist's join over TCP would
+    /// fail and be retried by the operator's agent.
+    pub join_retry_interval: Duration,
+    /// How often a node considers a push-pull with a member it declared
+    /// dead and forgot (serf's `ReconnectInterval`): a member that was only
+    /// cut off, by a partition, comes back this way.
+    pub reconnect_interval: Duration,
+    /// For how long a forgotten dead member is still tried (serf's
+    /// `ReconnectTimeout`, 24 h by default).
+    pub reconnect_timeout: Duration,
     /// Maximum local health score; timeouts are scaled by `score + 1`.
     pub awareness_max_multiplier: u32,
     /// Maximum bytes of piggybacked updates in one packet (memberlist keeps
@@ -103,6 +114,9 @@ impl Config {
             gossip_nodes: 3,
             gossip_to_the_dead: Duration::from_secs(30),
             push_pull_interval: Duration::from_secs(30),
+            join_retry_interval: Duration::from_secs(2),
+            reconnect_interval: Duration::from_secs(30),
+            reconnect_timeout: Duration::from_secs(24 * 3600),
             awareness_max_multiplier: 8,
             max_piggyback_bytes: 1200,
             max_members: 65_536,
@@ -127,6 +141,7 @@ impl Config {
             gossip_nodes: 4,
             gossip_to_the_dead: Duration::from_secs(60),
             push_pull_interval: Duration::from_secs(60),
+            join_retry_interval: Duration::from_secs(10),
             ..Self::lan()
         }
     }

@@ -99,7 +99,7 @@ impl Node {
     /// Joins the cluster through `seeds` (a push-pull with each).
     pub fn join(&mut self, now: Instant, seeds: &[NodeId]) {
         self.now = now;
-        self.swim.join(seeds);
+        self.swim.join(now, seeds);
     }
 
     /// Restores known members from a snapshot, as alive, without gossip.

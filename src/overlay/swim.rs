@@ -180,11 +180,29 @@ pub struct Swim {
     next_probe: Instant,
     next_gossip: Instant,
     next_push_pull: Instant,
+    /// Seeds of a join still unanswered, retried until a member is known.
+    join_seeds: Vec<NodeId>,
+    next_join: Instant,
+    /// Members declared dead and since forgotten by the table, oldest
+    /// first, still tried now and then in case they were only cut off
+    /// (serf's `reconnect`): how two halves of a healed partition find
+    /// each other again.
+    failed: VecDeque<(NodeId, u32)>,
+    next_reconnect: Instant,
     outbox: VecDeque<Outgoing>,
     events: VecDeque<MembershipEvent>,
     leaving: bool,
     stats: SwimStats,
 }
+
+/// Most seeds a join tries: a node is given a few well-known peers, and
+/// each costs a full state exchange.
+const MAX_JOIN_SEEDS: usize = 16;
+
+/// Most forgotten dead members remembered for reconnection. One answer
+/// from across a healed partition merges the whole other side, so a sample
+/// of it is enough; the oldest are dropped first.
+const MAX_FAILED: usize = 1024;
 
 /// memberlist's `pushPullScale`: above 32 members, stretch the push-pull
 /// period by `ceil(log2(n) - log2(32)) + 1`, so that the state exchanged per
@@ -207,6 +225,7 @@ impl Swim {
         let next_probe = jitter(rng, config.probe_interval);
         let next_gossip = jitter(rng, config.gossip_interval);
         let next_push_pull = jitter(rng, config.push_pull_interval);
+        let next_reconnect = jitter(rng, config.reconnect_interval);
         let mut swim = Self {
             awareness: Awareness::new(config.awareness_max_multiplier),
             broadcasts: BroadcastQueue::new(config.max_members),
@@ -224,6 +243,10 @@ impl Swim {
             next_probe,
             next_gossip,
             next_push_pull,
+            join_seeds: Vec::new(),
+            next_join: now,
+            failed: VecDeque::new(),
+            next_reconnect,
             outbox: VecDeque::new(),
             events: VecDeque::new(),
             leaving: false,
@@ -338,13 +361,26 @@ impl Swim {
 
     // ---- commands ------------------------------------------------------
 
-    /// Join through `seeds`: a push-pull with each (memberlist `Join`).
-    pub fn join(&mut self, seeds: &[NodeId]) {
+    /// Join through `seeds`: a push-pull with each (memberlist `Join`),
+    /// repeated every `join_retry_interval` until some member is known,
+    /// since the transport may lose the first one.
+    pub fn join(&mut self, now: Instant, seeds: &[NodeId]) {
         let me = self.me;
-        for &seed in seeds.iter().filter(|&&s| s != me) {
+        self.join_seeds = seeds
+            .iter()
+            .copied()
+            .filter(|&s| s != me)
+            .take(MAX_JOIN_SEEDS)
+            .collect();
+        self.send_join(now);
+    }
+
+    fn send_join(&mut self, now: Instant) {
+        for i in 0..self.join_seeds.len() {
             let message = Message::PushPull(self.local_state(true, false));
-            self.send(seed, message, None);
+            self.send(self.join_seeds[i], message, None);
         }
+        self.next_join = now + self.config.join_retry_interval;
     }
 
     /// Adds `ids` as alive members without gossip: a restart from a
@@ -788,6 +824,12 @@ impl Swim {
         if let Some(&(d, _)) = self.deadlines.first() {
             t = t.min(d);
         }
+        if !self.join_seeds.is_empty() {
+            t = t.min(self.next_join);
+        }
+        if !self.failed.is_empty() {
+            t = t.min(self.next_reconnect);
+        }
         t
     }
 
@@ -811,6 +853,17 @@ impl Swim {
         if now >= self.next_gossip {
             self.gossip(now, rng);
             self.next_gossip = now + self.config.gossip_interval;
+        }
+        if !self.join_seeds.is_empty() && now >= self.next_join {
+            if self.members.is_empty() {
+                self.send_join(now);
+            } else {
+                self.join_seeds.clear();
+            }
+        }
+        if now >= self.next_reconnect {
+            self.reconnect(now, rng);
+            self.next_reconnect = now + self.config.reconnect_interval;
         }
         if now >= self.next_push_pull {
             self.push_pull(rng);
@@ -878,18 +931,26 @@ impl Swim {
             1
         };
         self.awareness.apply_delta(delta);
-        if let Some((MemberState::Alive, inc)) = self.member(p.target) {
-            let me = self.me;
-            self.on_suspect(now, p.target, inc, me);
-            // Tell the suspect itself at once (the Lifeguard buddy system,
-            // section 4.3, applied at the moment of suspicion rather than at
-            // our next probe of it, which is a whole round away).
-            let accusation = Update::Suspect {
-                id: p.target,
-                incarnation: inc,
-                from: me,
-            };
-            self.send(p.target, Message::Gossip, Some(accusation));
+        let me = self.me;
+        match self.member(p.target) {
+            Some((MemberState::Alive, inc)) => {
+                self.on_suspect(now, p.target, inc, me);
+                // Tell the suspect itself at once (the Lifeguard buddy
+                // system, section 4.3, applied at the moment of suspicion
+                // rather than at our next probe of it, a whole round away).
+                let accusation = Update::Suspect {
+                    id: p.target,
+                    incarnation: inc,
+                    from: me,
+                };
+                self.send(p.target, Message::Gossip, Some(accusation));
+            }
+            // A failed probe of a member someone else suspects is our
+            // independent confirmation (memberlist `suspectNode` on an
+            // already suspect node): it shortens the suspicion for all.
+            // The ping already carried the accusation to the suspect.
+            Some((MemberState::Suspect, inc)) => self.on_suspect(now, p.target, inc, me),
+            _ => {}
         }
     }
 
@@ -971,6 +1032,32 @@ impl Swim {
         }
     }
 
+    /// serf `reconnect`: with probability failed/alive (so the whole
+    /// cluster makes about one attempt per failed member and interval),
+    /// a push-pull to one random forgotten dead member.
+    fn reconnect(&mut self, now: Instant, rng: &mut OverlayRng) {
+        let now_s = self.since(now);
+        let timeout_s = self.config.reconnect_timeout.as_secs() as u32;
+        self.failed
+            .retain(|&(_, since_s)| now_s.saturating_sub(since_s) < timeout_s);
+        if self.failed.is_empty() || self.leaving {
+            return;
+        }
+        let prob = self.failed.len() as f64 / self.cluster_size() as f64;
+        if rng.gen_range(0.0..1.0) >= prob {
+            return;
+        }
+        let pick = rng.gen_range(0..self.failed.len());
+        let (id, _) = self.failed[pick];
+        if self.find(id).is_ok() {
+            // Back in the table through gossip: nothing to reconnect.
+            self.failed.remove(pick);
+            return;
+        }
+        let message = Message::PushPull(self.local_state(false, false));
+        self.send(id, message, None);
+    }
+
     fn push_pull(&mut self, rng: &mut OverlayRng) {
         let peers = self.random_members(rng, 1, |m| m.state == MemberState::Alive);
         if let Some(&peer) = peers.first() {
@@ -1009,8 +1096,20 @@ impl Swim {
     fn reset_probe_order(&mut self, now: Instant, rng: &mut OverlayRng) {
         let now_s = self.since(now);
         let dead_s = self.config.gossip_to_the_dead.as_secs() as u32;
-        self.members
-            .retain(|m| m.state.is_live() || now_s.saturating_sub(m.since_s) < dead_s);
+        let mut forgotten = Vec::new();
+        self.members.retain(|m| {
+            let keep = m.state.is_live() || now_s.saturating_sub(m.since_s) < dead_s;
+            if !keep && m.state == MemberState::Dead {
+                forgotten.push((m.id, m.since_s));
+            }
+            keep
+        });
+        for f in forgotten {
+            if self.failed.len() >= MAX_FAILED {
+                self.failed.pop_front();
+            }
+            self.failed.push_back(f);
+        }
         self.probe_order.clear();
         self.probe_order.extend(
             self.members
