@@ -132,3 +132,52 @@ fn coords_on_planetlab_full() {
     );
     assert!(r.pharos.p90_relative_error < 0.35, "{ctx}");
 }
+
+#[test]
+fn crashed_nodes_restart_and_rejoin() {
+    let seed = seed();
+    let opts = GossipOpts {
+        nodes: 60,
+        seed,
+        duration: Duration::from_secs(240),
+        warmup: Duration::from_secs(30),
+        crashes: 3,
+        restart_after: Some(Duration::from_secs(45)),
+        ..GossipOpts::default()
+    };
+    let r = run_gossip(&opts, &mut |_| {}).unwrap();
+    let ctx = format!("replay with SIM_SEED={seed}:\n{r}");
+    assert_eq!(r.detection.detected, 3, "{ctx}");
+    assert_eq!(r.rejoin.restarts, 3, "{ctx}");
+    assert_eq!(r.rejoin.rejoined, 3, "{ctx}");
+    // A restarted node learns from its join push-pull that it was declared
+    // dead and refutes; its `alive` then spreads by gossip in a few rounds.
+    assert!(r.rejoin.max_s < 20.0, "{ctx}");
+    assert_eq!(r.false_positives.count, 0, "{ctx}");
+    assert_eq!(r.views.stale, 0, "{ctx}");
+}
+
+#[test]
+fn partition_longer_than_gossip_to_the_dead_heals() {
+    let seed = seed();
+    // LAN forgets dead members after 30 s; only reconnection (serf's) can
+    // bring the halves together after a 90 s cut.
+    let opts = GossipOpts {
+        nodes: 60,
+        seed,
+        duration: Duration::from_secs(300),
+        warmup: Duration::from_secs(30),
+        crashes: 0,
+        partition: Some(Duration::from_secs(90)),
+        ..GossipOpts::default()
+    };
+    let r = run_gossip(&opts, &mut |_| {}).unwrap();
+    let ctx = format!("replay with SIM_SEED={seed}:\n{r}");
+    // Each side declares the other dead: 2 * 30 * 30 declarations at most
+    // once each, and at least most of them.
+    assert!(r.partition.dead_across >= 1000, "{ctx}");
+    // Reconnection every 30 s: healed within a few intervals.
+    assert!(r.partition.heal_s <= 120.0, "{ctx}");
+    assert_eq!(r.views.stale, 0, "{ctx}");
+    assert!(r.false_positives.count <= 2, "{ctx}");
+}

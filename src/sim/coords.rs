@@ -22,7 +22,8 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::matrix::{LatencyMatrix, MatrixError, Placement};
+use super::SimError;
+use super::matrix::{LatencyMatrix, Placement};
 use super::net::{Latency, Network};
 use super::stats::percentile;
 use super::{Progress, node_id};
@@ -166,7 +167,7 @@ impl std::fmt::Display for CoordsReport {
 pub fn run_coords(
     opts: &CoordsOpts,
     progress: &mut dyn FnMut(Progress),
-) -> Result<CoordsReport, MatrixError> {
+) -> Result<CoordsReport, SimError> {
     let wall = Instant::now();
     let truth = LatencyMatrix::load(&opts.matrix)?;
     let hosts = truth.hosts();
@@ -211,6 +212,13 @@ pub fn run_coords(
             simulated: t,
             total: opts.duration,
             events,
+        });
+    }
+
+    if net.decode_errors > 0 {
+        return Err(SimError::UndecodablePackets {
+            seed: opts.seed,
+            count: net.decode_errors,
         });
     }
 

@@ -5,7 +5,11 @@
 //! after a warm-up, `crashes` nodes crash at evenly spaced times. For each
 //! crash the experiment measures how long until every live node has marked
 //! the crashed node dead; any live node marked dead by anyone is a false
-//! positive. `gridedge sim gossip` prints the [`GossipReport`].
+//! positive. Optionally, crashed nodes restart empty and rejoin
+//! (`restart_after`), and the cluster is cut in two halves for a while
+//! (`partition`); the report then says how long the rejoins took and
+//! whether every node's view healed. `gridedge sim gossip` prints the
+//! [`GossipReport`].
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -14,7 +18,8 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::matrix::{LatencyMatrix, MatrixError, Placement};
+use super::SimError;
+use super::matrix::{LatencyMatrix, Placement};
 use super::net::{Latency, Network};
 use super::stats::percentile;
 use super::{Progress, node_id};
@@ -42,6 +47,12 @@ pub struct GossipOpts {
     /// Number of nodes crashed, at evenly spaced times between the warm-up
     /// and 60% of the duration (`--crashes`).
     pub crashes: usize,
+    /// Crashed nodes restart this long after their crash, empty, joining
+    /// through one random live node (`--restart-after-s`).
+    pub restart_after: Option<Duration>,
+    /// The two halves of the cluster (by index) cannot reach each other
+    /// for this long, from half the duration on (`--partition-s`).
+    pub partition: Option<Duration>,
     /// LAN or WAN protocol constants (`--preset`).
     pub preset: Preset,
     /// Latency matrix file; `None` uses a generated 490-host internet
@@ -67,6 +78,8 @@ impl Default for GossipOpts {
             slow_fraction: 0.10,
             slow_delay: Duration::from_millis(500),
             crashes: 5,
+            restart_after: None,
+            partition: None,
             preset: Preset::Lan,
             matrix: None,
             jitter_ms: 5.0,
@@ -106,6 +119,46 @@ pub struct FalsePositives {
     pub refutations: u64,
 }
 
+/// Restart figures: crashed nodes that came back empty and rejoined.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Rejoin {
+    /// Nodes restarted.
+    pub restarts: usize,
+    /// Restarted nodes that every live node which had marked them dead
+    /// saw alive again before the end.
+    pub rejoined: usize,
+    /// Median over restarts of the time until the last of those nodes saw
+    /// it alive again, seconds.
+    pub median_s: f64,
+    /// Maximum of the same, seconds.
+    pub max_s: f64,
+}
+
+/// Partition figures.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PartitionFigures {
+    /// How long the halves were cut apart, seconds (0: no partition).
+    pub duration_s: f64,
+    /// Dead declarations across the cut while it lasted, or raised by then
+    /// and expiring before the longest suspicion could end after the heal
+    /// (expected, and not counted as false positives).
+    pub dead_across: u64,
+    /// Time from the heal until every live node saw every live node as
+    /// live, checked every 10 simulated seconds; NaN if it never did.
+    pub heal_s: f64,
+}
+
+/// Whether every live node's view holds every other live node as live at
+/// the end of the run.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Views {
+    /// (observer, subject) pairs of live nodes checked (all pairs up to
+    /// 2,000 nodes, else a random 10^6).
+    pub pairs_checked: u64,
+    /// Pairs where the observer holds the subject dead, left or unknown.
+    pub stale: u64,
+}
+
 /// Message cost figures.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Messages {
@@ -134,6 +187,12 @@ pub struct GossipReport {
     pub detection: Detection,
     /// False positives.
     pub false_positives: FalsePositives,
+    /// Restarts of crashed nodes.
+    pub rejoin: Rejoin,
+    /// The partition.
+    pub partition: PartitionFigures,
+    /// Views at the end.
+    pub views: Views,
     /// Message cost.
     pub messages: Messages,
     /// Simulator events processed.
@@ -157,7 +216,9 @@ impl std::fmt::Display for GossipReport {
             self.slow_fraction * 100.0
         )?;
         writeln!(f, "{:<40} {:>12}", "figure", "value")?;
-        let rows: [(&str, String); 10] = [
+        let rj = &self.rejoin;
+        let pt = &self.partition;
+        let mut rows: Vec<(&str, String)> = vec![
             ("crashes detected", format!("{}/{}", d.detected, d.crashes)),
             (
                 "detection, all nodes, median (s)",
@@ -172,15 +233,38 @@ impl std::fmt::Display for GossipReport {
             ("false positives (distinct members)", fp.members.to_string()),
             ("suspicions of live members", fp.suspicions.to_string()),
             ("refutations", fp.refutations.to_string()),
-            (
-                "messages / node / s",
-                format!("{:.2}", self.messages.per_node_per_s),
-            ),
-            (
-                "bytes / node / s",
-                format!("{:.0}", self.messages.bytes_per_node_per_s),
-            ),
         ];
+        if rj.restarts > 0 {
+            rows.push((
+                "restarts rejoined",
+                format!("{}/{}", rj.rejoined, rj.restarts),
+            ));
+            rows.push((
+                "rejoin, all nodes, median (s)",
+                format!("{:.2}", rj.median_s),
+            ));
+            rows.push(("rejoin, all nodes, max (s)", format!("{:.2}", rj.max_s)));
+        }
+        if pt.duration_s > 0.0 {
+            rows.push(("partition (s)", format!("{:.0}", pt.duration_s)));
+            rows.push((
+                "dead declarations across the cut",
+                pt.dead_across.to_string(),
+            ));
+            rows.push(("partition healed after (s)", format!("{:.0}", pt.heal_s)));
+        }
+        rows.push((
+            "stale views at the end",
+            format!("{}/{}", self.views.stale, self.views.pairs_checked),
+        ));
+        rows.push((
+            "messages / node / s",
+            format!("{:.2}", self.messages.per_node_per_s),
+        ));
+        rows.push((
+            "bytes / node / s",
+            format!("{:.0}", self.messages.bytes_per_node_per_s),
+        ));
         for (k, v) in rows {
             writeln!(f, "{k:<40} {v:>12}")?;
         }
@@ -192,11 +276,24 @@ impl std::fmt::Display for GossipReport {
     }
 }
 
+/// Something the experiment does to the cluster at a given time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Action {
+    /// Crash number `c` happens.
+    Crash(usize),
+    /// The victim of crash `c` restarts.
+    Restart(usize),
+    /// The halves are cut apart.
+    Cut,
+    /// The cut heals.
+    Heal,
+}
+
 /// Runs a gossip experiment; `progress` is called every simulated 10 s.
 pub fn run_gossip(
     opts: &GossipOpts,
     progress: &mut dyn FnMut(Progress),
-) -> Result<GossipReport, MatrixError> {
+) -> Result<GossipReport, SimError> {
     // Wall time is reported, never used by the simulation.
     let wall = Instant::now();
     let n = opts.nodes.max(2);
@@ -253,27 +350,63 @@ pub fn run_gossip(
             }
         })
         .collect();
+    let mut actions: Vec<(Duration, Action)> = Vec::new();
+    for (c, &tc) in crash_times.iter().enumerate() {
+        actions.push((tc, Action::Crash(c)));
+        if let Some(after) = opts.restart_after
+            && tc + after < end
+        {
+            actions.push((tc + after, Action::Restart(c)));
+        }
+    }
+    let cut = opts.partition.map(|d| {
+        let from = (end / 2).max(opts.warmup);
+        (from, (from + d).min(end))
+    });
+    if let Some((from, to)) = cut {
+        actions.push((from, Action::Cut));
+        actions.push((to, Action::Heal));
+    }
+    actions.sort();
+    // The two sides of the cut: by index, so each half has its share of
+    // slow nodes and victims.
+    let side = |i: usize| u8::from(i >= n / 2);
 
-    // crashed_at[i]: when node i crashed. dead_seen[c][observer]: when the
-    // observer marked crash c's victim dead.
+    // crashed_at[i]: when node i crashed (None while it runs).
+    // dead_seen[c][observer]: when the observer marked crash c's victim
+    // dead. back_seen[c][observer]: when it saw it alive again after its
+    // restart.
     let mut crashed_at: Vec<Option<Duration>> = vec![None; n];
+    let mut restarted_at: Vec<Option<Duration>> = vec![None; crashes];
     let mut dead_seen: Vec<Vec<Option<Duration>>> = vec![vec![None; n]; crashes];
+    let mut back_seen: Vec<Vec<Option<Duration>>> = vec![vec![None; n]; crashes];
     let victim_crash: std::collections::HashMap<usize, usize> =
         victims.iter().enumerate().map(|(c, &v)| (v, c)).collect();
     let mut fp_count = 0u64;
     let mut fp_members = std::collections::BTreeSet::new();
     let mut suspicions = 0u64;
     let mut refutations = 0u64;
+    let mut dead_across = 0u64;
+    // Dead declarations across the cut are expected while it lasts, and
+    // after the heal for as long as a suspicion raised during it can run
+    // (the maximum suspicion timeout) plus time for the news to spread.
+    let suspicion_max =
+        crate::overlay::suspicion::min_timeout(config.suspicion_mult, n, config.probe_interval)
+            * config.suspicion_max_timeout_mult;
+    let across_window = cut.map(|(from, to)| (from, to + suspicion_max + Duration::from_secs(30)));
     let mut events = 0u64;
     let mut traffic_at_warmup = None;
+    let mut healed_at: Option<Duration> = None;
+    let mut heal_took: Option<Duration> = None;
+    let track_views = (opts.restart_after.is_some() || cut.is_some()) && n <= 2000;
 
     let step = Duration::from_secs(10);
     let mut t = Duration::ZERO;
-    let mut next_crash = 0;
+    let mut next_action = 0;
     while t < end {
         let mut until = (t + step).min(end);
-        if next_crash < crashes {
-            until = until.min(crash_times[next_crash]);
+        if let Some(&(at, _)) = actions.get(next_action) {
+            until = until.min(at);
         }
         if traffic_at_warmup.is_none() && until >= opts.warmup {
             until = opts.warmup;
@@ -285,16 +418,37 @@ pub fn run_gossip(
                     let Some(subject) = net_index(&ids, id) else {
                         return;
                     };
-                    match crashed_at[subject] {
-                        Some(_) => {
-                            if let Some(&c) = victim_crash.get(&subject) {
-                                dead_seen[c][observer].get_or_insert(at);
-                            }
+                    let crash = victim_crash.get(&subject).copied();
+                    match (crashed_at[subject], crash) {
+                        (Some(_), Some(c)) => {
+                            dead_seen[c][observer].get_or_insert(at);
                         }
-                        None => {
+                        // A restarted node, declared dead by an observer
+                        // that had not yet declared its previous life
+                        // dead: that is the crash's detection, late.
+                        (None, Some(c))
+                            if restarted_at[c].is_some() && dead_seen[c][observer].is_none() =>
+                        {
+                            dead_seen[c][observer] = Some(at);
+                        }
+                        _ if across_window.is_some_and(|(a, b)| a <= at && at <= b)
+                            && side(subject) != side(observer) =>
+                        {
+                            dead_across += 1
+                        }
+                        _ => {
                             fp_count += 1;
                             fp_members.insert(subject);
                         }
+                    }
+                }
+                MembershipEvent::Joined { id } => {
+                    if let Some(subject) = net_index(&ids, id)
+                        && let Some(&c) = victim_crash.get(&subject)
+                        && restarted_at[c].is_some()
+                        && crashed_at[subject].is_none()
+                    {
+                        back_seen[c][observer].get_or_insert(at);
                     }
                 }
                 MembershipEvent::Suspected { id }
@@ -310,11 +464,47 @@ pub fn run_gossip(
         if traffic_at_warmup.is_none() && t >= opts.warmup {
             traffic_at_warmup = Some(net.traffic);
         }
-        while next_crash < crashes && crash_times[next_crash] <= t {
-            let v = victims[next_crash];
-            net.crash(v);
-            crashed_at[v] = Some(t);
-            next_crash += 1;
+        while let Some(&(at, action)) = actions.get(next_action) {
+            if at > t {
+                break;
+            }
+            next_action += 1;
+            match action {
+                Action::Crash(c) => {
+                    let v = victims[c];
+                    net.crash(v);
+                    crashed_at[v] = Some(t);
+                }
+                Action::Restart(c) => {
+                    let v = victims[c];
+                    let seed = rng.r#gen();
+                    let live: Vec<usize> = (0..n)
+                        .filter(|&i| crashed_at[i].is_none() && i != v)
+                        .collect();
+                    let now = net.now();
+                    let through = ids[live[rng.gen_range(0..live.len())]];
+                    net.start(v, config.clone(), seed).join(now, &[through]);
+                    net.flush(v, &mut sink);
+                    crashed_at[v] = None;
+                    restarted_at[c] = Some(t);
+                }
+                Action::Cut => {
+                    for i in 0..n {
+                        net.group[i] = side(i);
+                    }
+                }
+                Action::Heal => {
+                    net.group.fill(0);
+                    healed_at = Some(t);
+                }
+            }
+        }
+        if track_views
+            && let Some(h) = healed_at
+            && heal_took.is_none()
+            && stale_views(&net, &crashed_at, &mut rng).1 == 0
+        {
+            heal_took = Some(t - h);
         }
         progress(Progress {
             simulated: t,
@@ -323,22 +513,39 @@ pub fn run_gossip(
         });
     }
 
+    if net.decode_errors > 0 {
+        return Err(SimError::UndecodablePackets {
+            seed: opts.seed,
+            count: net.decode_errors,
+        });
+    }
+
     // Detection: over observers alive at the end.
     let mut all = Vec::new();
     let mut first = Vec::new();
+    let mut rejoin = Vec::new();
     for (c, &v) in victims.iter().enumerate() {
-        let Some(tc) = crashed_at[v] else { continue };
+        // Every crash happens: crash times end at 60% of the run.
+        let tc = crash_times[c];
         let mut worst = Duration::ZERO;
         let mut earliest: Option<Duration> = None;
         let mut complete = true;
+        let mut back_worst = Duration::ZERO;
+        let mut back_complete = true;
         for (o, seen) in dead_seen[c].iter().enumerate() {
-            if crashed_at[o].is_some() {
+            if crashed_at[o].is_some() || o == v {
                 continue;
             }
             match seen {
                 Some(at) => {
                     worst = worst.max(*at - tc);
                     earliest = Some(earliest.map_or(*at - tc, |e| e.min(*at - tc)));
+                    if let Some(r) = restarted_at[c] {
+                        match back_seen[c][o] {
+                            Some(b) => back_worst = back_worst.max(b.saturating_sub(r)),
+                            None => back_complete = false,
+                        }
+                    }
                 }
                 None => complete = false,
             }
@@ -349,13 +556,18 @@ pub fn run_gossip(
         if let Some(e) = earliest {
             first.push(e.as_secs_f64());
         }
+        if restarted_at[c].is_some() && back_complete {
+            rejoin.push(back_worst.as_secs_f64());
+        }
     }
-    let live = n - crashes;
+    let (pairs_checked, stale) = stale_views(&net, &crashed_at, &mut rng);
+    let live = crashed_at.iter().filter(|c| c.is_none()).count().max(1);
     let base = traffic_at_warmup.unwrap_or_default();
     let secs = (end - opts.warmup.min(end)).as_secs_f64().max(1e-9);
     let packets = (net.traffic.packets - base.packets) as f64;
     let bytes = (net.traffic.bytes - base.bytes) as f64;
     let all_sorted = sorted(all);
+    let rejoin_sorted = sorted(rejoin);
     Ok(GossipReport {
         nodes: n,
         seed: opts.seed,
@@ -376,6 +588,21 @@ pub fn run_gossip(
             suspicions,
             refutations,
         },
+        rejoin: Rejoin {
+            restarts: restarted_at.iter().filter(|r| r.is_some()).count(),
+            rejoined: rejoin_sorted.len(),
+            median_s: percentile(&rejoin_sorted, 0.5),
+            max_s: rejoin_sorted.last().copied().unwrap_or(f64::NAN),
+        },
+        partition: PartitionFigures {
+            duration_s: cut.map_or(0.0, |(a, b)| (b - a).as_secs_f64()),
+            dead_across,
+            heal_s: heal_took.map_or(f64::NAN, |d| d.as_secs_f64()),
+        },
+        views: Views {
+            pairs_checked,
+            stale,
+        },
         messages: Messages {
             per_node_per_s: packets / live as f64 / secs,
             bytes_per_node_per_s: bytes / live as f64 / secs,
@@ -383,6 +610,43 @@ pub fn run_gossip(
         events,
         wall_time_s: wall.elapsed().as_secs_f64(),
     })
+}
+
+/// Pairs of live nodes checked, and those where the observer does not hold
+/// the subject as alive or suspect: all pairs up to 2,000 nodes, else a
+/// random million.
+fn stale_views(net: &Network, crashed_at: &[Option<Duration>], rng: &mut ChaCha8Rng) -> (u64, u64) {
+    let n = net.len();
+    let live: Vec<usize> = (0..n).filter(|&i| crashed_at[i].is_none()).collect();
+    let mut checked = 0u64;
+    let mut stale = 0u64;
+    let mut check = |o: usize, s: usize| {
+        if let Some(node) = net.node(o) {
+            checked += 1;
+            let ok = node
+                .member(net.id(s))
+                .is_some_and(|(state, _)| state.is_live());
+            stale += u64::from(!ok);
+        }
+    };
+    if n <= 2000 {
+        for &o in &live {
+            for &s in &live {
+                if o != s {
+                    check(o, s);
+                }
+            }
+        }
+    } else if live.len() >= 2 {
+        for _ in 0..1_000_000 {
+            let o = live[rng.gen_range(0..live.len())];
+            let s = live[rng.gen_range(0..live.len())];
+            if o != s {
+                check(o, s);
+            }
+        }
+    }
+    (checked, stale)
 }
 
 fn net_index(ids: &[crate::overlay::NodeId], id: crate::overlay::NodeId) -> Option<usize> {

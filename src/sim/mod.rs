@@ -13,12 +13,14 @@
 //! (for stderr), and return a report that prints as a table (`Display`) or
 //! serialises to JSON.
 
+pub mod cli;
 pub mod coords;
 pub mod gossip;
 pub mod matrix;
 pub mod net;
 pub mod stats;
 
+pub use cli::{SimCliError, SimCommand};
 pub use coords::{CoordsOpts, CoordsReport, run_coords};
 pub use gossip::{GossipOpts, GossipReport, run_gossip};
 pub use matrix::MatrixError;
@@ -26,6 +28,24 @@ pub use matrix::MatrixError;
 use std::time::Duration;
 
 use crate::overlay::NodeId;
+
+/// Errors of a simulation run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SimError {
+    /// The latency matrix could not be loaded (the operator's input).
+    #[error(transparent)]
+    Matrix(#[from] MatrixError),
+    /// A packet the real core sent failed to decode at its receiver: the
+    /// encoder and decoder disagree, a bug in the core.
+    #[error("{count} packets sent by the core failed to decode (replay with --seed {seed})")]
+    UndecodablePackets {
+        /// The seed that replays the run.
+        seed: u64,
+        /// Packets that failed to decode.
+        count: u64,
+    },
+}
 
 /// How far a long simulation has come, for a progress line on stderr.
 #[derive(Clone, Copy, Debug)]
