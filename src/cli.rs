@@ -19,7 +19,7 @@ pub struct Cli {
 /// What to do.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the edge: DNS, admin.
+    /// Run the edge: DNS, the registry, admin.
     Run {
         /// Override `data_dir` of the config.
         #[arg(long)]
@@ -33,6 +33,23 @@ pub enum Command {
     Cert(CertCommand),
     /// Check a config file and print the settings it results in.
     CheckConfig,
+    /// Register and manage names of the registry, through the running
+    /// edge's admin API.
+    Name {
+        #[command(subcommand)]
+        command: Box<crate::registry::client::NameCommand>,
+        /// The edge's admin API; by default the config's `admin.listen`.
+        #[arg(long, global = true)]
+        admin: Option<String>,
+    },
+    /// The registry chain: status, and mining empty blocks on a devnet.
+    Chain {
+        #[command(subcommand)]
+        command: crate::registry::client::ChainCommand,
+        /// The edge's admin API; by default the config's `admin.listen`.
+        #[arg(long, global = true)]
+        admin: Option<String>,
+    },
 }
 
 /// `gridedge cert …`

@@ -55,7 +55,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let registry_zone = registry
         .as_ref()
         .map(|r| RegistryZone::new(r.clone(), config.edge.public_addresses.clone()));
-    let dns = DnsService::start(&config.dns, registry_zone, metrics.clone(), shutdown.clone()).await?;
+    let dns = DnsService::start(
+        &config.dns,
+        registry_zone,
+        metrics.clone(),
+        shutdown.clone(),
+    )
+    .await?;
     let follower = match (&registry, config.registry.as_ref().map(|r| &r.role)) {
         (Some(registry), Some(RegistryRole::Follower { url, interval })) => {
             let client = crate::admin::client::AdminClient::new(url)

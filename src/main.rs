@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use clap::Parser;
+use gridedge::admin::client::AdminClient;
 use gridedge::cli::{CertCommand, Cli, Command};
 use gridedge::config::{Config, RawConfig};
 use tokio_util::sync::CancellationToken;
@@ -45,8 +46,27 @@ fn main() -> anyhow::Result<()> {
             println!("Trust the CA to use DoT and DoH without warnings (see README).");
         }
         Command::CheckConfig => println!("{config:#?}"),
+        Command::Name { command, admin } => {
+            let admin = admin_client(admin.as_deref(), &config)?;
+            let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            runtime.block_on(gridedge::registry::client::run_name(*command, &admin))?;
+        }
+        Command::Chain { command, admin } => {
+            let admin = admin_client(admin.as_deref(), &config)?;
+            let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            runtime.block_on(gridedge::registry::client::run_chain(command, &admin))?;
+        }
     }
     Ok(())
+}
+
+/// The admin API to talk to: `--admin`, else the config's listener.
+fn admin_client(url: Option<&str>, config: &Config) -> anyhow::Result<AdminClient> {
+    match (url, config.admin.listen) {
+        (Some(url), _) => Ok(AdminClient::new(url)?),
+        (None, Some(addr)) => Ok(AdminClient::for_addr(addr)),
+        (None, None) => anyhow::bail!("admin.listen is off in the config; give --admin URL"),
+    }
 }
 
 fn init_logging(config: &Config) {

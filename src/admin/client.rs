@@ -82,7 +82,8 @@ impl AdminClient {
         let (_, port) = authority
             .rsplit_once(':')
             .ok_or_else(|| bad("it needs a port"))?;
-        port.parse::<u16>().map_err(|_| bad("the port is not a number"))?;
+        port.parse::<u16>()
+            .map_err(|_| bad("the port is not a number"))?;
         Ok(Self {
             authority: authority.to_owned(),
         })

@@ -31,9 +31,7 @@ use crate::registry::codec::DecodeError;
 use crate::registry::model::{Name, NameState};
 use crate::registry::op::Operation;
 use crate::registry::service::Registry;
-use crate::registry::source::{
-    Fault, MAX_BLOCKS_PER_FETCH, Receipt, RegistrySource, SourceError,
-};
+use crate::registry::source::{Fault, MAX_BLOCKS_PER_FETCH, Receipt, RegistrySource, SourceError};
 use crate::registry::text::RecordSpec;
 
 /// A fetch stops adding blocks past this many bytes (it always holds one),
@@ -55,7 +53,9 @@ pub fn routes(registry: Arc<Registry>) -> Router {
             "/registry/blocks",
             get(blocks_since)
                 .post(feed_blocks)
-                .layer(DefaultBodyLimit::max(crate::admin::client::MAX_RESPONSE_BYTES)),
+                .layer(DefaultBodyLimit::max(
+                    crate::admin::client::MAX_RESPONSE_BYTES,
+                )),
         )
         .route("/registry/blocks/{height}", get(show_block))
         .route("/registry/mine", post(mine))
@@ -120,8 +120,13 @@ impl IntoResponse for ApiError {
 type ApiResult<T> = Result<T, ApiError>;
 
 fn parse_name(text: &str) -> ApiResult<Name> {
-    Name::parse(text)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_name", format!("{text:?}: {e}")))
+    Name::parse(text).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_name",
+            format!("{text:?}: {e}"),
+        )
+    })
 }
 
 /// `GET /registry`.

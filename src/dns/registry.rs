@@ -156,16 +156,24 @@ impl RegistryZone {
                 break;
             }
             answer.authoritative = false;
-            for record in ns.iter().copied().chain(at(records, &cut, reg::RecordType::Ds)) {
+            for record in ns
+                .iter()
+                .copied()
+                .chain(at(records, &cut, reg::RecordType::Ds))
+            {
                 answer.authorities.push(to_record(&cut_name, record));
             }
             for record in &ns {
                 let RecordData::Ns(target) = &record.data else {
                     continue;
                 };
-                answer
-                    .additionals
-                    .extend(glue(records, target, &name_fqdn, self.registry.zone(), &name));
+                answer.additionals.extend(glue(
+                    records,
+                    target,
+                    &name_fqdn,
+                    self.registry.zone(),
+                    &name,
+                ));
             }
             return Step::Done;
         }
@@ -192,7 +200,10 @@ impl RegistryZone {
                 .extend(matching.iter().map(|r| to_record(qname, r)));
             return Step::Done;
         }
-        if let Some(cname) = here.iter().find(|r| r.data.rtype() == reg::RecordType::Cname) {
+        if let Some(cname) = here
+            .iter()
+            .find(|r| r.data.rtype() == reg::RecordType::Cname)
+        {
             answer.answers.push(to_record(qname, cname));
             if let RecordData::Cname(target) = &cname.data {
                 return Step::Alias(domain_name(target));
@@ -201,11 +212,14 @@ impl RegistryZone {
         let wants_address = matches!(qtype, RecordType::A | RecordType::AAAA);
         if sub.is_apex() && state.content.is_some() && wants_address {
             let ttl = self.registry.soa_ttl_secs();
-            let addresses = self.public_addresses.iter().filter_map(|ip| match (ip, qtype) {
-                (IpAddr::V4(v4), RecordType::A) => Some(RData::A(A(*v4))),
-                (IpAddr::V6(v6), RecordType::AAAA) => Some(RData::AAAA(AAAA(*v6))),
-                _ => None,
-            });
+            let addresses = self
+                .public_addresses
+                .iter()
+                .filter_map(|ip| match (ip, qtype) {
+                    (IpAddr::V4(v4), RecordType::A) => Some(RData::A(A(*v4))),
+                    (IpAddr::V6(v6), RecordType::AAAA) => Some(RData::AAAA(AAAA(*v6))),
+                    _ => None,
+                });
             answer
                 .answers
                 .extend(addresses.map(|rdata| Record::from_rdata(qname.clone(), ttl, rdata)));

@@ -739,11 +739,20 @@ pub(crate) mod tests {
                 any::<u8>(),
                 prop::collection::vec(any::<u8>(), 1..40)
             )
-                .prop_map(|(key_tag, algorithm, digest_type, digest)| RecordData::Ds {
-                    key_tag,
-                    algorithm,
-                    digest_type,
-                    digest
+                .prop_map(|(key_tag, algorithm, digest_type, mut digest)| {
+                    // Known digest types have fixed lengths (validate).
+                    match digest_type {
+                        1 => digest.resize(20, 7),
+                        2 => digest.resize(32, 7),
+                        4 => digest.resize(48, 7),
+                        _ => {}
+                    }
+                    RecordData::Ds {
+                        key_tag,
+                        algorithm,
+                        digest_type,
+                        digest,
+                    }
                 }),
         ]
     }

@@ -37,7 +37,10 @@ pub async fn follow(
         match pull_once(&registry, &client).await {
             Ok(fetched) => {
                 if failing {
-                    tracing::info!(height = registry.read().height(), "registry: following again");
+                    tracing::info!(
+                        height = registry.read().height(),
+                        "registry: following again"
+                    );
                 }
                 failing = false;
                 if fetched == MAX_BLOCKS_PER_FETCH {
@@ -64,7 +67,11 @@ async fn pull_once(registry: &Arc<Registry>, client: &AdminClient) -> Result<usi
     let path = format!("/registry/blocks?since={since}&max={MAX_BLOCKS_PER_FETCH}");
     let response = client.get(&path).await.map_err(|e| e.to_string())?;
     if !response.status.is_success() {
-        return Err(format!("sequencer answered {}: {}", response.status, response.text()));
+        return Err(format!(
+            "sequencer answered {}: {}",
+            response.status,
+            response.text()
+        ));
     }
     let blocks = decode_block_batch(&response.body, MAX_BLOCKS_PER_FETCH)
         .map_err(|e| format!("sequencer sent a malformed block batch: {e}"))?;
@@ -74,7 +81,11 @@ async fn pull_once(registry: &Arc<Registry>, client: &AdminClient) -> Result<usi
         .await
         .map_err(|e| format!("refused a block from the sequencer: {e}"))?;
     if applied > 0 {
-        tracing::debug!(applied, height = registry.read().height(), "registry: blocks applied");
+        tracing::debug!(
+            applied,
+            height = registry.read().height(),
+            "registry: blocks applied"
+        );
     }
     Ok(fetched)
 }

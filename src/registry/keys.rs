@@ -109,7 +109,10 @@ mod tests {
         let key = generate_key(&mut rand_chacha::ChaCha20Rng::seed_from_u64(1));
         let back = secret_from_hex(&format!(" {}\n", secret_to_hex(&key))).unwrap();
         assert_eq!(Owner::of(&back), Owner::of(&key));
-        assert!(matches!(secret_from_hex("abc"), Err(KeyError::BadHex { len: 3 })));
+        assert!(matches!(
+            secret_from_hex("abc"),
+            Err(KeyError::BadHex { len: 3 })
+        ));
     }
 
     #[test]

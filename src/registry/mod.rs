@@ -32,6 +32,7 @@
 
 pub mod block;
 pub mod chain;
+pub mod client;
 pub mod codec;
 pub mod follow;
 pub mod fuzz;

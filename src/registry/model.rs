@@ -704,6 +704,23 @@ impl RecordData {
             }
             Self::Tlsa { data, .. } if data.is_empty() => bad("empty association data"),
             Self::Ds { digest, .. } if digest.is_empty() => bad("empty digest"),
+            // RFC 4034 (SHA-1), 4509 (SHA-256), 6605 (SHA-384): resolvers
+            // reject a DS whose digest length does not fit its type.
+            Self::Ds {
+                digest_type: 1,
+                digest,
+                ..
+            } if digest.len() != 20 => bad("a SHA-1 digest (type 1) is 20 bytes"),
+            Self::Ds {
+                digest_type: 2,
+                digest,
+                ..
+            } if digest.len() != 32 => bad("a SHA-256 digest (type 2) is 32 bytes"),
+            Self::Ds {
+                digest_type: 4,
+                digest,
+                ..
+            } if digest.len() != 48 => bad("a SHA-384 digest (type 4) is 48 bytes"),
             _ => Ok(()),
         }
     }

@@ -104,10 +104,14 @@ impl Registry {
     /// Validates, seals, stores and applies `op`; returns once durable.
     pub async fn submit(self: &Arc<Self>, op: Operation) -> Result<Receipt, SourceError> {
         let kind = op.body.action.kind();
-        let result = self.write(move |source| source.submit(op, now_unix())).await;
+        let result = self
+            .write(move |source| source.submit(op, now_unix()))
+            .await;
         match &result {
             Ok(_) => self.metrics.registry_op(kind, "accepted"),
-            Err(SourceError::Rejected { source }) => self.metrics.registry_op(kind, source.reason()),
+            Err(SourceError::Rejected { source }) => {
+                self.metrics.registry_op(kind, source.reason())
+            }
             Err(_) => self.metrics.registry_op(kind, "error"),
         }
         result

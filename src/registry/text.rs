@@ -252,7 +252,12 @@ mod tests {
                 "0 issue \"letsencrypt.org\"",
             ),
             ("TLSA", "3 1 1 abcd", "3 1 1 abcd"),
-            ("DS", "12345 13 2 00ff", "12345 13 2 00ff"),
+            (
+                "DS",
+                "12345 13 1 00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff",
+                "12345 13 1 00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff",
+            ),
+            ("DS", "1 8 9 00ff", "1 8 9 00ff"),
         ];
         for (rtype, text, shown) in cases {
             let data = RecordData::from_text(RecordType::parse(rtype).unwrap(), text).unwrap();

@@ -25,6 +25,7 @@ pub fn free_port(ip: &str) -> u16 {
 /// A running edge; killed when dropped.
 pub struct Edge {
     child: Child,
+    config: PathBuf,
     pub dir: tempfile::TempDir,
     pub dns: SocketAddr,
     pub admin: SocketAddr,
@@ -51,6 +52,11 @@ impl EdgeBuilder {
             dns_extra: String::new(),
             tls: false,
         }
+    }
+    /// The loopback address every listener binds (127.0.0.1 by default).
+    pub fn ip(mut self, ip: &str) -> Self {
+        self.ip = ip.into();
+        self
     }
     /// Adds `zones/NAME` with `text`.
     pub fn zone(mut self, name: &str, text: &str) -> Self {
@@ -105,14 +111,10 @@ impl EdgeBuilder {
         let config_path = dir.path().join("gridedge.toml");
         std::fs::write(&config_path, config).unwrap();
         let log = dir.path().join("edge.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_gridedge"))
-            .args(["run", "--config", config_path.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
+        let child = spawn_edge(&config_path, &log);
         let mut edge = Edge {
             child,
+            config: config_path,
             dir,
             dns,
             admin,
@@ -125,14 +127,53 @@ impl EdgeBuilder {
     }
 }
 
+fn spawn_edge(config: &Path, log: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_gridedge"))
+        .args(["run", "--config", config.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
 impl Edge {
+    /// Kills the edge with SIGKILL (no chance to clean up), then starts it
+    /// again on the same config and data, and waits until it is ready.
+    pub fn kill9_and_restart(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        // A marker so wait_ready looks for the new process's "ready".
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log)
+            .and_then(|mut f| writeln!(f, "--- killed with SIGKILL ---"))
+            .unwrap();
+        self.child = spawn_edge(&self.config, &self.log);
+        self.wait_ready();
+    }
+
+    /// The admin API's URL, for `--admin`.
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.admin)
+    }
+
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait().unwrap() {
                 panic!("edge exited with {status}:\n{}", self.log());
             }
-            if self.log().contains("ready") && http_get(self.admin, "/health").is_some() {
+            let log = self.log();
+            let since_restart = log
+                .rsplit("--- killed with SIGKILL ---")
+                .next()
+                .unwrap_or("");
+            if since_restart.contains("ready") && http_get(self.admin, "/health").is_some() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -228,6 +269,35 @@ pub fn status(dig_output: &str) -> String {
         .find_map(|l| l.split("status: ").nth(1))
         .map(|s| s.split(',').next().unwrap().to_owned())
         .unwrap_or_else(|| "TIMEOUT".into())
+}
+
+/// A minimal HTTP/1.1 request: the status code and the body.
+pub fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+         Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP response");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let code = head.split(' ').nth(1).unwrap().parse().unwrap();
+    assert!(
+        !head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "chunked bodies are not handled here"
+    );
+    (code, raw[split + 4..].to_vec())
 }
 
 /// A minimal HTTP/1.1 GET; the body on 200.
