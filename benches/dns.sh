@@ -11,6 +11,10 @@
 #   forward  cached forwarded answers: both forward to a third server (an
 #            Unbound on 127.0.77.1 serving example.net with $FWD_NAMES names);
 #            both caches are warmed with the whole query set, then measured.
+#   registry registry answers: gridedge answers grid. from a devnet chain
+#            whose genesis holds $REG_NAMES names (A, AAAA, TXT each; the
+#            state verified at start), Unbound the same records as
+#            local-zone/local-data (what an operator would otherwise run).
 #   A new case is a function `case_<name>` that writes its query file and
 #   tells which servers to measure; see case_local and the note at the end.
 #
@@ -42,7 +46,8 @@ SERVER_THREADS=${SERVER_THREADS:-2}
 REPEAT=${REPEAT:-1}
 FWD_NAMES=${FWD_NAMES:-10000}
 LOCAL_NAMES=${LOCAL_NAMES:-1000}
-CASES=${CASES:-"local forward"}
+REG_NAMES=${REG_NAMES:-1000}
+CASES=${CASES:-"local forward registry"}
 SERVERS=${SERVERS:-"unbound gridedge"}
 GRIDEDGE_BIN=${GRIDEDGE_BIN:-$ROOT/target/release/gridedge}
 
@@ -112,6 +117,32 @@ gen_upstream_data() {
     awk -v n="$FWD_NAMES" 'BEGIN { for (i = 0; i < n; i++)
       printf "  local-data: \"name%d.example.net. 86400 IN A 198.19.%d.%d\"\n", i, int(i / 250), i % 250 + 1 }'
   } >"$1"
+}
+
+# grid.: $REG_NAMES registry names in a devnet genesis (gridedge) and the
+# same records as local-data (Unbound). The chain parameters and the owner
+# are the devnet's (zones/genesis.toml); only the names differ.
+gen_registry() {
+  local genesis=$1 unbound_conf=$2
+  {
+    sed -n '/^chain_id/p; /^sequencer/p; /^difficulty_bits/p; /^registration_period_blocks/p; /^max_lifetime_blocks/p; /^time_unix_secs/p' \
+      "$ROOT/zones/genesis.toml"
+    awk -v n="$REG_NAMES" 'BEGIN { for (i = 0; i < n; i++) {
+      printf "[[names]]\nname = \"reg%d\"\n", i
+      printf "owner = \"f916ade25809d3e3a8bea31d580dfc7dcfcbcf1256100222a85a849fed8e9a86\"\n"
+      printf "expiry_height = 1000000\nrecords = [\n"
+      printf "  { type = \"A\", ttl_secs = 3600, data = \"198.18.%d.%d\" },\n", int(i / 250), i % 250 + 1
+      printf "  { type = \"AAAA\", ttl_secs = 3600, data = \"2001:db8::%x\" },\n", i + 1
+      printf "  { type = \"TXT\", ttl_secs = 3600, data = \"name-%d\" },\n]\n", i } }'
+  } >"$genesis"
+  {
+    echo "  local-zone: \"grid.\" static"
+    echo "  local-data: 'grid. 60 IN SOA grid. hostmaster.grid. 0 1800 900 604800 60'"
+    awk -v n="$REG_NAMES" -v q="'" 'BEGIN { for (i = 0; i < n; i++) {
+      printf "  local-data: %sreg%d.grid. 3600 IN A 198.18.%d.%d%s\n", q, i, int(i / 250), i % 250 + 1, q
+      printf "  local-data: %sreg%d.grid. 3600 IN AAAA 2001:db8::%x%s\n", q, i, i + 1, q
+      printf "  local-data: %sreg%d.grid. 3600 IN TXT \"name-%d\"%s\n", q, i, i, q } }'
+  } >>"$unbound_conf"
 }
 
 # ---------------------------------------------------------------- servers
@@ -209,6 +240,9 @@ exempt = ["127.0.0.0/8"]
 
 [admin]
 listen = "$GRIDEDGE_ADMIN"
+
+[registry]
+genesis = "$WORK/registry-genesis.toml"
 EOF
 }
 
@@ -239,6 +273,14 @@ case_local() {
     printf "host%d.bench.test A\nhost%d.bench.test AAAA\n", i, i
     if (i % 10 == 0) printf "missing%d.bench.test A\n", i
     if (i % 100 == 0) printf "bench.test MX\nbench.test TXT\n" } }' >"$1"
+}
+
+case_registry() {
+  # Every name's A and AAAA, 1 in 10 its TXT, and 1 in 10 a name nobody
+  # registered (NXDOMAIN with the SOA).
+  awk -v n="$REG_NAMES" 'BEGIN { for (i = 0; i < n; i++) {
+    printf "reg%d.grid A\nreg%d.grid AAAA\n", i, i
+    if (i % 10 == 0) printf "reg%d.grid TXT\nnobody%d.grid A\n", i, i } }' >"$1"
 }
 
 case_forward() {
@@ -303,6 +345,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%
 # ---------------------------------------------------------------- run
 
 gen_local_zone "$WORK/bench.test.zone" "$WORK/unbound-local.conf"
+gen_registry "$WORK/registry-genesis.toml" "$WORK/unbound-local.conf"
 mkdir -p "$WORK/zones" "$WORK/gridedge-data"
 cp "$WORK/bench.test.zone" "$WORK/zones/bench.test.zone"
 
@@ -355,8 +398,8 @@ printf '  %s\n' "${RCODES[@]}"
 echo
 echo "ge/unb: gridedge divided by Unbound; qps above 1 and latency below 1 favour gridedge."
 
-# Adding a case (e.g. registry answers): write case_registry, which writes
-# its query file to $1 (and, if the servers need data, generate it before the
-# servers start, as gen_local_zone does), then run with
-# CASES="local forward registry". A case that only gridedge can serve runs
-# with SERVERS=gridedge, or prints no ratio when Unbound is absent.
+# Adding a case: write case_NAME, which writes its query file to $1 (and,
+# if the servers need data, generate it before the servers start, as
+# gen_local_zone does), then run with CASES="... NAME". A case that only
+# gridedge can serve runs with SERVERS=gridedge, or prints no ratio when
+# Unbound is absent.
