@@ -42,6 +42,10 @@ pub enum Command {
         #[arg(long, global = true)]
         admin: Option<String>,
     },
+    /// Simulate the overlay with thousands of nodes on one thread, from a
+    /// seed: gossip liveness, network coordinates.
+    #[command(subcommand)]
+    Sim(crate::sim::cli::SimCommand),
     /// The registry chain: status, and mining empty blocks on a devnet.
     Chain {
         #[command(subcommand)]

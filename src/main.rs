@@ -46,6 +46,7 @@ fn main() -> anyhow::Result<()> {
             println!("Trust the CA to use DoT and DoH without warnings (see README).");
         }
         Command::CheckConfig => println!("{config:#?}"),
+        Command::Sim(command) => gridedge::sim::cli::run(command)?,
         Command::Name { command, admin } => {
             let admin = admin_client(admin.as_deref(), &config)?;
             let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
