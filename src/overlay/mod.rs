@@ -28,6 +28,7 @@ pub mod config;
 pub mod coord;
 pub mod load;
 pub mod node;
+pub mod pgrid;
 pub mod suspicion;
 pub mod swim;
 pub mod wire;

@@ -18,6 +18,7 @@ pub mod coords;
 pub mod gossip;
 pub mod matrix;
 pub mod net;
+pub mod pgrid;
 pub mod stats;
 
 pub use cli::{SimCliError, SimCommand};
