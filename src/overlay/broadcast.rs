@@ -61,6 +61,12 @@ impl BroadcastQueue {
         self.by_id.is_empty()
     }
 
+    /// Forgets every queued update.
+    pub fn clear(&mut self) {
+        self.by_id.clear();
+        self.order.clear();
+    }
+
     /// Updates dropped because the queue was full.
     pub fn dropped(&self) -> u64 {
         self.dropped

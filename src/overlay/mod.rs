@@ -17,6 +17,7 @@
 //!   [`awareness`] (local health) and [`broadcast`] (the piggyback queue);
 //! - [`coord`]: Vivaldi network coordinates with height, and Pharos
 //!   (a global coordinate plus one inside the local cluster);
+//! - [`idmap`]: maps keyed by peer with a cheap keyed hash (the hot path);
 //! - [`load`]: per-node load that rides on every packet;
 //! - [`node`]: the [`Node`] that composes them, and the peer cache that
 //!   later peer selection reads;
@@ -26,6 +27,7 @@ pub mod awareness;
 pub mod broadcast;
 pub mod config;
 pub mod coord;
+pub mod idmap;
 pub mod load;
 pub mod node;
 pub mod pgrid;

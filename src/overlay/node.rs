@@ -17,10 +17,11 @@
 //! P-Grid and trust will be further components here, with their own message
 //! kinds on the same wire.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::coord::{Coordinates, PeerCoord, estimate_rtt};
+use super::idmap::{IdMap, id_map};
 use super::load::{Load, LoadMeter};
 use super::swim::{MembershipEvent, Swim, SwimStats};
 use super::wire::{DecodeError, MAX_PIGGYBACK, Message, Packet};
@@ -63,7 +64,7 @@ pub struct Node {
     swim: Swim,
     coords: Coordinates,
     load: LoadMeter,
-    peers: HashMap<NodeId, PeerInfo>,
+    peers: IdMap<PeerInfo>,
     /// Insertion order of `peers`, for eviction of the oldest.
     peer_order: VecDeque<NodeId>,
     events: VecDeque<Event>,
@@ -75,6 +76,7 @@ impl Node {
     pub fn new(id: NodeId, config: Config, mut rng: OverlayRng, now: Instant) -> Self {
         let swim = Swim::new(id, config.clone(), &mut rng, now);
         let coords = Coordinates::new(config.vivaldi.clone(), id, &config.landmarks);
+        let peers = id_map(&mut rng);
         Self {
             config,
             rng,
@@ -82,7 +84,7 @@ impl Node {
             swim,
             coords,
             load: LoadMeter::default(),
-            peers: HashMap::new(),
+            peers,
             peer_order: VecDeque::new(),
             events: VecDeque::new(),
             decode_errors: 0,
@@ -109,6 +111,15 @@ impl Node {
         // Pharos needs its anchor RTTs early: probe them first.
         let landmarks = self.config.landmarks.clone();
         self.swim.probe_first(&landmarks);
+    }
+
+    /// Starts as a member of a formed cluster that already knows every id
+    /// in `ids`: [`Node::restore_members`] without announcing this node,
+    /// which everyone knows. For a simulation of a cluster in steady state;
+    /// a real restart announces itself.
+    pub fn restore_formed(&mut self, now: Instant, ids: &[NodeId]) {
+        self.restore_members(now, ids);
+        self.swim.forget_broadcasts();
     }
 
     /// Leaves the cluster: gossips `left` and stops probing. The driver

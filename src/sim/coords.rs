@@ -200,7 +200,7 @@ pub fn run_coords(
     for i in 0..n {
         let now = net.now();
         net.start(i, config.clone(), rng.r#gen())
-            .restore_members(now, &ids);
+            .restore_formed(now, &ids);
         net.flush(i, &mut sink);
     }
     let mut events = 0;

@@ -332,7 +332,7 @@ pub fn run_gossip(
         let now = net.now();
         let node = net.start(i, config.clone(), seed);
         if !opts.cold_join {
-            node.restore_members(now, &ids);
+            node.restore_formed(now, &ids);
         } else if i > 0 {
             node.join(now, &[ids[rng.gen_range(0..i)]]);
         }
