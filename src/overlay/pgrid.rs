@@ -53,6 +53,9 @@ pub struct PGridConfig {
     /// peers on it (themselves included) for each half, so that no leaf is
     /// left with fewer replicas than this by a split.
     pub min_replicas: usize,
+    /// The least share of a path's peers that each side of it gets when
+    /// they extend, however little data is there.
+    pub min_side_share: f64,
     /// Replicas a peer remembers for its path.
     pub max_replicas: usize,
     /// How references are chosen when there are more than `refmax`.
@@ -63,10 +66,11 @@ impl Default for PGridConfig {
     fn default() -> Self {
         Self {
             maxl: 48,
-            refmax: 4,
+            refmax: 8,
             recmax: 2,
             max_keys: 64,
             min_replicas: 4,
+            min_side_share: 0.15,
             max_replicas: 16,
             choice: RefChoice::Proximity,
         }
@@ -387,6 +391,14 @@ pub fn exchange(
                 b.add_ref(l, a.id, config, proximity, rng);
                 out.path_changed = true;
             } else {
+                // Replicas share what they know of the others.
+                let (theirs, mine) = (b.replicas.clone(), a.replicas.clone());
+                for p in theirs {
+                    a.add_replica(p, config.max_replicas);
+                }
+                for p in mine {
+                    b.add_replica(p, config.max_replicas);
+                }
                 a.add_replica(b.id, config.max_replicas);
                 b.add_replica(a.id, config.max_replicas);
                 merge_refs(a, b, la, config, proximity, rng);
@@ -408,11 +420,10 @@ pub fn exchange(
             let theirs = data.keys_under(short.path.child(their_bit)) as f64;
             let total = data.keys_under(short.path) as f64;
             // Join the long peer's side with the share of the data there,
-            // so peers gather where the keys are; but each side keeps a
-            // share of the peers of this path that leaves it at least
-            // `min_replicas` of those this peer knows of.
-            let peers_here = (short.replicas.len() + 1).max(2 * config.min_replicas) as f64;
-            let floor = (config.min_replicas as f64 / peers_here).clamp(0.0, 0.5);
+            // so peers gather where the keys are; but never less than
+            // `min_side_share`, so a side with little data still gets
+            // replicas.
+            let floor = config.min_side_share;
             let share = if total > 0.0 { theirs / total } else { 0.5 };
             let join = rng.r#gen::<f64>() < share.clamp(floor, 1.0 - floor);
             merge_refs(short, long, l, config, proximity, rng);

@@ -73,7 +73,7 @@ impl PGridOpts {
             lookups: 10_000,
             replicas: 8,
             cache_entries: 64,
-            refmax: 4,
+            refmax: 8,
             maxl: 48,
             recmax: 2,
         }
@@ -504,8 +504,15 @@ fn build(
         rounds += 1;
         let mut changed = false;
         for i in 0..n {
+            // One meeting with a random peer (as gossip's member list gives
+            // them), and one with a peer found by routing to a key of our
+            // own path from a reference: a replica or a peer beneath us,
+            // the meetings that split and replicate paths.
             let j = (i + rng.gen_range(1..n)) % n;
             let mut queue = vec![(i, j, 0u8)];
+            if let Some(k) = meet_within(&peers, i, coords, config, &mut rng) {
+                queue.push((i, k, 0));
+            }
             while let Some((x, y, depth)) = queue.pop() {
                 exchanges += 1;
                 let (a, b) = pair_mut(&mut peers, x, y);
@@ -551,6 +558,33 @@ fn build(
         empty_ref_levels: empty as f64 / levels.max(1) as f64,
     };
     (peers, construction)
+}
+
+/// The peer that routing to a random key under `i`'s path reaches, from
+/// one of `i`'s references at its deepest level.
+fn meet_within(
+    peers: &[PGridPeer],
+    i: usize,
+    coords: &Coords,
+    config: &PGridConfig,
+    rng: &mut OverlayRng,
+) -> Option<usize> {
+    let path = peers[i].path();
+    let deepest = path.len().checked_sub(1)?;
+    let &start = peers[i].refs(deepest).choose(rng)?;
+    let (lo, hi) = path.range();
+    let key = rng.gen_range(lo..=hi);
+    let mut cur = index(start);
+    for _ in 0..=config.maxl {
+        match peers[cur].route(key, coords, config.choice, rng) {
+            None => return (cur != i).then_some(cur),
+            Some((_, candidates)) => cur = index(*candidates.first()?),
+        }
+        if cur == i {
+            return None;
+        }
+    }
+    None
 }
 
 /// What routing sees: the tries, who is up, predicted and true RTTs.
