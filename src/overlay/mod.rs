@@ -31,6 +31,7 @@ pub mod idmap;
 pub mod load;
 pub mod node;
 pub mod pgrid;
+pub mod pgrid_node;
 pub mod suspicion;
 pub mod swim;
 pub mod wire;

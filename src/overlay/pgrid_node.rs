@@ -1,0 +1,612 @@
+//! A P-Grid peer's operations as a sans-IO state machine: `put`, `get` and
+//! `holders`, routed hop by hop over [`PGridPeer`]'s routing table, with
+//! replies going back along the request's path so that every relay caches
+//! the answer (caching at every hop), and a timeout on each hop that moves
+//! on to the next candidate reference.
+//!
+//! Inputs: [`PGridNode::put`], [`PGridNode::get`], [`PGridNode::holders`]
+//! from the local node, [`PGridNode::handle_message`] and
+//! [`PGridNode::handle_timeout`]. Outputs: [`PGridNode::poll_transmit`],
+//! [`PGridNode::poll_timeout`], [`PGridNode::poll_event`]. Time is the
+//! driver's, in milliseconds; randomness is the seeded RNG it hands in.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::num::NonZeroUsize;
+
+use crate::overlay::pgrid::{HolderIndex, PGridConfig, PGridPeer, Proximity, key_bits};
+use crate::overlay::{NodeId, OverlayRng};
+
+/// What a key maps to: the name of where the object is (a CID, a URL
+/// key), bounded in size by the wire encoding.
+pub type ValueRef = Vec<u8>;
+
+/// How long a registered holder stays in the index, ms.
+pub const HOLDER_TTL_MS: u64 = 10 * 60 * 1000;
+
+/// The operation a query carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Store `value` under the key at the responsible peers.
+    Put(ValueRef),
+    /// Read the values under the key.
+    Get,
+    /// Who holds the object: the responsible peers and registered holders.
+    Holders,
+    /// Register the origin as a holder of the object.
+    Announce,
+}
+
+/// A P-Grid message between peers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// A query on its way to the responsible peers.
+    Query {
+        key: [u8; 32],
+        op: Op,
+        /// The peers it passed, origin first: the way back.
+        path: Vec<NodeId>,
+    },
+    /// The answer, on its way back along `path`.
+    Reply {
+        key: [u8; 32],
+        answer: Answer,
+        path: Vec<NodeId>,
+    },
+    /// A put copied to a replica of the responsible path.
+    Replicate { key: [u8; 32], value: ValueRef },
+}
+
+/// What a query found.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Answer {
+    pub values: Vec<ValueRef>,
+    pub holders: Vec<NodeId>,
+    /// The peer that answered.
+    pub answered_by: Option<NodeId>,
+    /// Whether a relay's cache answered, not a responsible peer.
+    pub from_cache: bool,
+}
+
+/// A message to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub to: NodeId,
+    pub message: Message,
+}
+
+/// What the local node learns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A local operation finished.
+    Done { id: u64, answer: Answer },
+    /// A local operation failed: every candidate at some hop timed out.
+    Failed { id: u64 },
+}
+
+/// A query this peer sent on and waits for.
+#[derive(Debug)]
+struct Pending {
+    key: [u8; 32],
+    op: Op,
+    path: Vec<NodeId>,
+    /// Candidates not tried yet at this hop.
+    rest: Vec<NodeId>,
+    deadline_ms: u64,
+}
+
+/// One peer's store and its operations.
+pub struct PGridNode {
+    peer: PGridPeer,
+    config: PGridConfig,
+    hop_timeout_ms: u64,
+    next_id: u64,
+    /// Values of the keys this peer is responsible for.
+    store: BTreeMap<[u8; 32], Vec<ValueRef>>,
+    max_values_per_key: usize,
+    holders: HolderIndex,
+    cache: lru::LruCache<[u8; 32], Answer>,
+    pending: HashMap<u64, Pending>,
+    out: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+}
+
+impl PGridNode {
+    /// A node over `peer`'s routing state.
+    pub fn new(peer: PGridPeer, config: PGridConfig, hop_timeout_ms: u64, cache: usize) -> Self {
+        Self {
+            peer,
+            config,
+            hop_timeout_ms,
+            next_id: 1,
+            store: BTreeMap::new(),
+            max_values_per_key: 16,
+            holders: HolderIndex::new(4096, 16),
+            cache: lru::LruCache::new(NonZeroUsize::new(cache.max(1)).expect("non-zero")),
+            pending: HashMap::new(),
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// The routing state.
+    pub fn peer(&self) -> &PGridPeer {
+        &self.peer
+    }
+
+    /// Values stored here for `key`.
+    pub fn stored(&self, key: &[u8; 32]) -> &[ValueRef] {
+        self.store.get(key).map_or(&[], Vec::as_slice)
+    }
+
+    /// Stores `value` under `key` at the responsible peers; returns the
+    /// operation's id.
+    pub fn put(
+        &mut self,
+        now_ms: u64,
+        key: [u8; 32],
+        value: ValueRef,
+        px: &dyn Proximity,
+        rng: &mut OverlayRng,
+    ) -> u64 {
+        self.start(now_ms, key, Op::Put(value), px, rng)
+    }
+
+    /// Reads `key`.
+    pub fn get(
+        &mut self,
+        now_ms: u64,
+        key: [u8; 32],
+        px: &dyn Proximity,
+        rng: &mut OverlayRng,
+    ) -> u64 {
+        self.start(now_ms, key, Op::Get, px, rng)
+    }
+
+    /// Finds who holds `key`'s object.
+    pub fn holders(
+        &mut self,
+        now_ms: u64,
+        key: [u8; 32],
+        px: &dyn Proximity,
+        rng: &mut OverlayRng,
+    ) -> u64 {
+        self.start(now_ms, key, Op::Holders, px, rng)
+    }
+
+    /// Registers this peer as a holder of `key`'s object for a while.
+    pub fn announce(
+        &mut self,
+        now_ms: u64,
+        key: [u8; 32],
+        px: &dyn Proximity,
+        rng: &mut OverlayRng,
+    ) -> u64 {
+        self.start(now_ms, key, Op::Announce, px, rng)
+    }
+
+    fn start(
+        &mut self,
+        now_ms: u64,
+        key: [u8; 32],
+        op: Op,
+        px: &dyn Proximity,
+        rng: &mut OverlayRng,
+    ) -> u64 {
+        let id = self.fresh_id();
+        let path = vec![self.peer.id()];
+        self.advance(now_ms, id, key, op, path, px, rng);
+        id
+    }
+
+    fn fresh_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// A message from `from`.
+    pub fn handle_message(
+        &mut self,
+        now_ms: u64,
+        from: NodeId,
+        message: Message,
+        px: &dyn Proximity,
+        rng: &mut OverlayRng,
+    ) {
+        match message {
+            Message::Query { key, op, mut path } => {
+                if path.len() > 2 * usize::from(self.config.maxl) + 2 || path.last() != Some(&from)
+                {
+                    return; // a looping or forged path: drop it
+                }
+                path.push(self.peer.id());
+                let id = self.fresh_id();
+                self.advance(now_ms, id, key, op, path, px, rng);
+            }
+            Message::Reply {
+                key,
+                answer,
+                mut path,
+            } => {
+                // We are the last peer of the path; the pending query under
+                // which we forwarded is found by key and next hop.
+                let Some(pos) = path.iter().rposition(|&p| p == self.peer.id()) else {
+                    return;
+                };
+                path.truncate(pos + 1);
+                let Some((&id, _)) = self
+                    .pending
+                    .iter()
+                    .find(|(_, p)| p.key == key && p.path == path)
+                else {
+                    return; // late: already answered or timed out
+                };
+                let pending = self.pending.remove(&id).expect("found above");
+                if matches!(pending.op, Op::Get | Op::Holders) {
+                    self.cache.put(key, answer.clone());
+                }
+                self.finish(id, key, answer, pending.path);
+            }
+            Message::Replicate { key, value } => {
+                if self.peer.responsible_for(key_bits(&key)) {
+                    self.store_value(key, value);
+                }
+            }
+        }
+    }
+
+    /// Moves `id` on: answer it here, or send it to the best candidate.
+    #[allow(clippy::too_many_arguments)]
+    fn advance(
+        &mut self,
+        now_ms: u64,
+        id: u64,
+        key: [u8; 32],
+        op: Op,
+        path: Vec<NodeId>,
+        px: &dyn Proximity,
+        rng: &mut OverlayRng,
+    ) {
+        let bits = key_bits(&key);
+        if matches!(op, Op::Get | Op::Holders)
+            && let Some(cached) = self.cache.get(&key)
+        {
+            let mut answer = cached.clone();
+            answer.answered_by = Some(self.peer.id());
+            answer.from_cache = true;
+            self.finish(id, key, answer, path);
+            return;
+        }
+        let Some((_, candidates)) = self.peer.route(bits, px, self.config.choice, rng) else {
+            let answer = self.answer_here(now_ms, key, op, path.first().copied());
+            self.finish(id, key, answer, path);
+            return;
+        };
+        let mut rest: Vec<NodeId> = candidates
+            .into_iter()
+            .filter(|c| !path.contains(c))
+            .collect();
+        rest.reverse(); // pop() takes the best
+        let pending = Pending {
+            key,
+            op,
+            path,
+            rest,
+            deadline_ms: now_ms,
+        };
+        self.pending.insert(id, pending);
+        self.try_next(now_ms, id);
+    }
+
+    fn try_next(&mut self, now_ms: u64, id: u64) {
+        let Some(pending) = self.pending.get_mut(&id) else {
+            return;
+        };
+        match pending.rest.pop() {
+            Some(next) => {
+                pending.deadline_ms = now_ms + self.hop_timeout_ms;
+                self.out.push_back(Transmit {
+                    to: next,
+                    message: Message::Query {
+                        key: pending.key,
+                        op: pending.op.clone(),
+                        path: pending.path.clone(),
+                    },
+                });
+            }
+            None => {
+                let pending = self.pending.remove(&id).expect("present");
+                if pending.path.len() == 1 {
+                    self.events.push_back(Event::Failed { id });
+                }
+                // A relay that runs out stays silent; the hop before it
+                // times out and tries its own next candidate.
+            }
+        }
+    }
+
+    fn answer_here(
+        &mut self,
+        now_ms: u64,
+        key: [u8; 32],
+        op: Op,
+        origin: Option<NodeId>,
+    ) -> Answer {
+        let me = self.peer.id();
+        match op {
+            Op::Put(value) => {
+                self.store_value(key, value.clone());
+                for &r in self.peer.replicas() {
+                    self.out.push_back(Transmit {
+                        to: r,
+                        message: Message::Replicate {
+                            key,
+                            value: value.clone(),
+                        },
+                    });
+                }
+            }
+            Op::Announce => {
+                if let Some(origin) = origin {
+                    self.holders.register(key, origin, now_ms + HOLDER_TTL_MS);
+                }
+            }
+            Op::Get | Op::Holders => {}
+        }
+        let mut holders = vec![me];
+        holders.extend_from_slice(self.peer.replicas());
+        holders.extend(self.holders.holders(&key, now_ms));
+        Answer {
+            values: self.stored(&key).to_vec(),
+            holders,
+            answered_by: Some(me),
+            from_cache: false,
+        }
+    }
+
+    fn store_value(&mut self, key: [u8; 32], value: ValueRef) {
+        let values = self.store.entry(key).or_default();
+        if !values.contains(&value) {
+            if values.len() >= self.max_values_per_key {
+                values.remove(0);
+            }
+            values.push(value);
+        }
+    }
+
+    /// Sends `answer` to the peer before us on `path`; at the origin, the
+    /// operation `id` is done.
+    fn finish(&mut self, id: u64, key: [u8; 32], answer: Answer, path: Vec<NodeId>) {
+        if path.len() <= 1 {
+            self.events.push_back(Event::Done { id, answer });
+            return;
+        }
+        let to = path[path.len() - 2];
+        self.out.push_back(Transmit {
+            to,
+            message: Message::Reply { key, answer, path },
+        });
+    }
+
+    /// Timers: a hop that did not answer in time is skipped.
+    pub fn handle_timeout(&mut self, now_ms: u64) {
+        let due: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline_ms <= now_ms)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in due {
+            self.try_next(now_ms, id);
+        }
+    }
+
+    /// The next message to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.pop_front()
+    }
+
+    /// When [`PGridNode::handle_timeout`] should be called next.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.pending.values().map(|p| p.deadline_ms).min()
+    }
+
+    /// The next event for the local node.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+    use crate::overlay::pgrid::{DataView, Path, exchange};
+
+    struct Keys(Vec<u64>);
+    impl DataView for Keys {
+        fn keys_under(&self, path: Path) -> usize {
+            let (lo, hi) = path.range();
+            self.0.partition_point(|&k| k <= hi) - self.0.partition_point(|&k| k < lo)
+        }
+    }
+    struct Flat;
+    impl Proximity for Flat {
+        fn rtt_ms(&self, a: NodeId, b: NodeId) -> f64 {
+            (a.0 as f64 - b.0 as f64).abs()
+        }
+    }
+
+    /// 64 peers that built a trie over 1,000 random keys, as nodes.
+    fn grid(seed: u64) -> (Vec<PGridNode>, OverlayRng) {
+        let mut rng = OverlayRng::seed_from_u64(seed);
+        let mut keys: Vec<u64> = (0..1000).map(|_| rng.r#gen()).collect();
+        keys.sort_unstable();
+        let keys = Keys(keys);
+        let config = PGridConfig {
+            max_keys: 100,
+            min_replicas: 2,
+            ..PGridConfig::default()
+        };
+        let n = 64;
+        let mut peers: Vec<PGridPeer> = (0..n).map(|i| PGridPeer::new(NodeId(i + 1))).collect();
+        for _ in 0..60 {
+            for i in 0..n as usize {
+                let j = (i + rng.gen_range(1..n as usize)) % n as usize;
+                let (lo, hi) = (i.min(j), i.max(j));
+                let (left, right) = peers.split_at_mut(hi);
+                exchange(
+                    &mut left[lo],
+                    &mut right[0],
+                    0,
+                    &config,
+                    &keys,
+                    &Flat,
+                    &mut rng,
+                );
+            }
+        }
+        let nodes = peers
+            .into_iter()
+            .map(|p| PGridNode::new(p, config.clone(), 500, 32))
+            .collect();
+        (nodes, rng)
+    }
+
+    /// Delivers every message at once, dropping those to `dead` peers;
+    /// when nothing is in flight, jumps to the next timer. Returns the
+    /// events of `origin`.
+    fn run(
+        nodes: &mut [PGridNode],
+        dead: &HashSet<NodeId>,
+        now: &mut u64,
+        rng: &mut OverlayRng,
+    ) -> Vec<Event> {
+        let mut events = Vec::new();
+        for _ in 0..10_000 {
+            let mut moved = false;
+            for i in 0..nodes.len() {
+                while let Some(t) = nodes[i].poll_transmit() {
+                    moved = true;
+                    if dead.contains(&t.to) {
+                        continue;
+                    }
+                    let from = nodes[i].peer().id();
+                    nodes[t.to.0 as usize - 1].handle_message(*now, from, t.message, &Flat, rng);
+                }
+                while let Some(e) = nodes[i].poll_event() {
+                    events.push(e);
+                }
+            }
+            if moved {
+                continue;
+            }
+            let next = nodes
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !dead.contains(&NodeId(*i as u64 + 1)))
+                .filter_map(|(_, n)| n.poll_timeout())
+                .min();
+            match next {
+                Some(t) => {
+                    *now = t.max(*now);
+                    for n in nodes.iter_mut() {
+                        n.handle_timeout(*now);
+                    }
+                }
+                None => return events,
+            }
+        }
+        panic!("messages still moving after 10,000 rounds");
+    }
+
+    fn key(i: u8) -> [u8; 32] {
+        let mut k = [0u8; 32];
+        k[0] = i.wrapping_mul(37);
+        k[1] = i;
+        k
+    }
+
+    #[test]
+    fn put_then_get_from_another_peer_and_hop_caching() {
+        let (mut nodes, mut rng) = grid(1);
+        let none = HashSet::new();
+        let mut now = 0;
+        for i in 0..20u8 {
+            let id = nodes[0].put(now, key(i), vec![i], &Flat, &mut rng);
+            let events = run(&mut nodes, &none, &mut now, &mut rng);
+            assert!(
+                matches!(&events[..], [Event::Done { id: got, .. }] if *got == id),
+                "{events:?}"
+            );
+        }
+        // Every responsible peer that the put reached as a replica has it.
+        let holders_of = |nodes: &[PGridNode], k: [u8; 32]| {
+            nodes
+                .iter()
+                .filter(|n| n.stored(&k) == [vec![k[1]]])
+                .count()
+        };
+        assert!(holders_of(&nodes, key(3)) >= 1);
+        for i in 0..20u8 {
+            let id = nodes[40].get(now, key(i), &Flat, &mut rng);
+            let events = run(&mut nodes, &none, &mut now, &mut rng);
+            let [Event::Done { id: got, answer }] = &events[..] else {
+                panic!("{events:?}")
+            };
+            assert_eq!(*got, id);
+            assert_eq!(answer.values, [vec![i]], "key {i}");
+        }
+        // Asked again from a third peer: relays answer from their caches.
+        let mut early = 0;
+        for i in 0..20u8 {
+            nodes[41].get(now, key(i), &Flat, &mut rng);
+            let events = run(&mut nodes, &none, &mut now, &mut rng);
+            let [Event::Done { answer, .. }] = &events[..] else {
+                panic!("{events:?}")
+            };
+            assert_eq!(answer.values, [vec![i]]);
+            early += usize::from(answer.from_cache);
+        }
+        assert!(early > 0, "no get was answered by a relay's cache");
+    }
+
+    #[test]
+    fn holders_include_announcers_and_dead_hops_are_skipped() {
+        let (mut nodes, mut rng) = grid(2);
+        let mut dead = HashSet::new();
+        let mut now = 0;
+        let k = key(9);
+        nodes[5].announce(now, k, &Flat, &mut rng);
+        run(&mut nodes, &dead, &mut now, &mut rng);
+        nodes[6].holders(now, k, &Flat, &mut rng);
+        let events = run(&mut nodes, &dead, &mut now, &mut rng);
+        let [Event::Done { answer, .. }] = &events[..] else {
+            panic!("{events:?}")
+        };
+        assert!(answer.holders.contains(&NodeId(6)), "{answer:?}");
+        // Kill the origin's first choice at the first hop: the query times
+        // out there and goes to the next candidate.
+        let origin = 20;
+        let target = key(200);
+        let (_, first) = nodes[origin]
+            .peer()
+            .route(
+                key_bits(&target),
+                &Flat,
+                nodes[origin].config.choice,
+                &mut rng,
+            )
+            .expect("not responsible");
+        assert!(first.len() >= 2, "needs a second candidate");
+        dead.insert(first[0]);
+        let before = now;
+        nodes[origin].get(now, target, &Flat, &mut rng);
+        let events = run(&mut nodes, &dead, &mut now, &mut rng);
+        assert!(matches!(&events[..], [Event::Done { .. }]), "{events:?}");
+        assert!(now >= before + 500, "no timeout was waited for");
+    }
+}
