@@ -20,6 +20,12 @@ use crate::overlay::{NodeId, OverlayRng};
 /// key), bounded in size by the wire encoding.
 pub type ValueRef = Vec<u8>;
 
+/// How often a peer sends a batch of its entries to a replica, ms.
+pub const SYNC_INTERVAL_MS: u64 = 5_000;
+
+/// Most entries in one replication batch.
+pub const MAX_SYNC_ENTRIES: usize = 256;
+
 /// How long a registered holder stays in the index, ms.
 pub const HOLDER_TTL_MS: u64 = 10 * 60 * 1000;
 
@@ -52,8 +58,10 @@ pub enum Message {
         answer: Answer,
         path: Vec<NodeId>,
     },
-    /// A put copied to a replica of the responsible path.
-    Replicate { key: [u8; 32], value: ValueRef },
+    /// Entries copied to a replica of the responsible path: a new put, or
+    /// a batch of the periodic anti-entropy that repairs replicas after
+    /// churn (a new or restarted replica fills up from the others).
+    Replicate { entries: Vec<([u8; 32], ValueRef)> },
 }
 
 /// What a query found.
@@ -106,6 +114,11 @@ pub struct PGridNode {
     holders: HolderIndex,
     cache: lru::LruCache<[u8; 32], Answer>,
     pending: HashMap<u64, Pending>,
+    /// Anti-entropy: when, to which replica next, and where in the store.
+    next_sync_ms: u64,
+    sync_replica: usize,
+    sync_cursor: [u8; 32],
+    sync_last: Option<[u8; 32]>,
     out: VecDeque<Transmit>,
     events: VecDeque<Event>,
 }
@@ -123,6 +136,10 @@ impl PGridNode {
             holders: HolderIndex::new(4096, 16),
             cache: lru::LruCache::new(NonZeroUsize::new(cache.max(1)).expect("non-zero")),
             pending: HashMap::new(),
+            next_sync_ms: SYNC_INTERVAL_MS,
+            sync_replica: 0,
+            sync_cursor: [0; 32],
+            sync_last: None,
             out: VecDeque::new(),
             events: VecDeque::new(),
         }
@@ -247,9 +264,11 @@ impl PGridNode {
                 }
                 self.finish(id, key, answer, pending.path);
             }
-            Message::Replicate { key, value } => {
-                if self.peer.responsible_for(key_bits(&key)) {
-                    self.store_value(key, value);
+            Message::Replicate { entries } => {
+                for (key, value) in entries.into_iter().take(MAX_SYNC_ENTRIES) {
+                    if self.peer.responsible_for(key_bits(&key)) {
+                        self.store_value(key, value);
+                    }
                 }
             }
         }
@@ -340,8 +359,7 @@ impl PGridNode {
                     self.out.push_back(Transmit {
                         to: r,
                         message: Message::Replicate {
-                            key,
-                            value: value.clone(),
+                            entries: vec![(key, value.clone())],
                         },
                     });
                 }
@@ -390,6 +408,10 @@ impl PGridNode {
 
     /// Timers: a hop that did not answer in time is skipped.
     pub fn handle_timeout(&mut self, now_ms: u64) {
+        if now_ms >= self.next_sync_ms {
+            self.next_sync_ms = now_ms + SYNC_INTERVAL_MS;
+            self.sync_one_replica();
+        }
         let due: Vec<u64> = self
             .pending
             .iter()
@@ -408,7 +430,49 @@ impl PGridNode {
 
     /// When [`PGridNode::handle_timeout`] should be called next.
     pub fn poll_timeout(&self) -> Option<u64> {
-        self.pending.values().map(|p| p.deadline_ms).min()
+        let pending = self.pending.values().map(|p| p.deadline_ms).min();
+        let sync = (!self.store.is_empty() && !self.peer.replicas().is_empty())
+            .then_some(self.next_sync_ms);
+        pending.into_iter().chain(sync).min()
+    }
+
+    /// Anti-entropy: the next batch of this peer's entries to the next
+    /// replica, round robin over both, so every replica receives every
+    /// entry within (entries / batch) x replicas intervals.
+    fn sync_one_replica(&mut self) {
+        let replicas = self.peer.replicas();
+        if replicas.is_empty() || self.store.is_empty() {
+            return;
+        }
+        let to = replicas[self.sync_replica % replicas.len()];
+        self.sync_replica = self.sync_replica.wrapping_add(1);
+        let mut entries = Vec::new();
+        let start = self.sync_cursor;
+        let skip = self.sync_last;
+        let mut last = None;
+        for (k, values) in self.store.range(start..).filter(|(k, _)| Some(**k) != skip) {
+            for v in values {
+                entries.push((*k, v.clone()));
+            }
+            last = Some(*k);
+            if entries.len() >= MAX_SYNC_ENTRIES {
+                break;
+            }
+        }
+        if last.is_some() {
+            self.sync_last = last;
+        }
+        if entries.is_empty() {
+            // Wrapped: start again from the first key next time.
+            self.sync_cursor = [0; 32];
+            self.sync_last = None;
+            return;
+        }
+        self.sync_cursor = self.sync_last.expect("set with an entry");
+        self.out.push_back(Transmit {
+            to,
+            message: Message::Replicate { entries },
+        });
     }
 
     /// The next event for the local node.
@@ -477,8 +541,8 @@ mod tests {
     }
 
     /// Delivers every message at once, dropping those to `dead` peers;
-    /// when nothing is in flight, jumps to the next timer. Returns the
-    /// events of `origin`.
+    /// when nothing is in flight, jumps to the next hop timeout (sync timers
+    /// are left alone). Returns the events.
     fn run(
         nodes: &mut [PGridNode],
         dead: &HashSet<NodeId>,
@@ -508,7 +572,7 @@ mod tests {
                 .iter()
                 .enumerate()
                 .filter(|(i, _)| !dead.contains(&NodeId(*i as u64 + 1)))
-                .filter_map(|(_, n)| n.poll_timeout())
+                .filter_map(|(_, n)| n.pending.values().map(|p| p.deadline_ms).min())
                 .min();
             match next {
                 Some(t) => {
@@ -608,5 +672,62 @@ mod tests {
         let events = run(&mut nodes, &dead, &mut now, &mut rng);
         assert!(matches!(&events[..], [Event::Done { .. }]), "{events:?}");
         assert!(now >= before + 500, "no timeout was waited for");
+    }
+
+    #[test]
+    fn a_replica_that_lost_its_store_is_refilled_by_anti_entropy() {
+        let (mut nodes, mut rng) = grid(3);
+        let none = HashSet::new();
+        let mut now = 0;
+        for i in 0..50u8 {
+            nodes[0].put(now, key(i), vec![i], &Flat, &mut rng);
+            run_until_quiet(&mut nodes, &none, &mut now, &mut rng);
+        }
+        // A peer that holds entries and has replicas restarts empty.
+        let victim = (0..nodes.len())
+            .find(|&i| !nodes[i].store.is_empty() && !nodes[i].peer.replicas().is_empty())
+            .expect("a peer with entries and replicas");
+        let had = nodes[victim].store.len();
+        nodes[victim].store.clear();
+        // Run the timers for a few sync intervals.
+        let end = now + 20 * SYNC_INTERVAL_MS;
+        while now < end {
+            now += SYNC_INTERVAL_MS;
+            for n in nodes.iter_mut() {
+                n.handle_timeout(now);
+            }
+            run_until_quiet(&mut nodes, &none, &mut now, &mut rng);
+        }
+        assert!(
+            nodes[victim].store.len() >= had,
+            "refilled {} of {had}",
+            nodes[victim].store.len()
+        );
+    }
+
+    /// Delivers messages until none is in flight (timers not advanced).
+    fn run_until_quiet(
+        nodes: &mut [PGridNode],
+        dead: &HashSet<NodeId>,
+        now: &mut u64,
+        rng: &mut OverlayRng,
+    ) {
+        loop {
+            let mut moved = false;
+            for i in 0..nodes.len() {
+                while let Some(t) = nodes[i].poll_transmit() {
+                    moved = true;
+                    if !dead.contains(&t.to) {
+                        let from = nodes[i].peer().id();
+                        nodes[t.to.0 as usize - 1]
+                            .handle_message(*now, from, t.message, &Flat, rng);
+                    }
+                }
+                while nodes[i].poll_event().is_some() {}
+            }
+            if !moved {
+                return;
+            }
+        }
     }
 }
