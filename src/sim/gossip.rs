@@ -41,8 +41,9 @@ pub struct GossipOpts {
     pub loss: f64,
     /// Share of nodes that are slow (`--slow-fraction`).
     pub slow_fraction: f64,
-    /// A slow node handles each packet and timer late by a uniform random
-    /// delay in `[0, slow_delay)` (`--slow-delay`).
+    /// A slow node runs only at wake-ups spaced by uniform random gaps of
+    /// up to `slow_delay`, handling what came due since in order, so each
+    /// packet and timer is late by less than that (`--slow-delay`).
     pub slow_delay: Duration,
     /// Number of nodes crashed, at evenly spaced times between the warm-up
     /// and 60% of the duration (`--crashes`).

@@ -50,11 +50,15 @@ enum Kind {
     Timer {
         node: u32,
         generation: u32,
+        /// Already held back to the node's next wake-up (slow nodes).
+        ready: bool,
     },
     Deliver {
         to: u32,
         from: u32,
         payload: Vec<u8>,
+        /// Already held back to the node's next wake-up (slow nodes).
+        ready: bool,
     },
 }
 
@@ -86,9 +90,17 @@ pub struct Network {
     rng: ChaCha8Rng,
     /// Probability that a packet is lost.
     pub loss: f64,
-    /// Per node: extra processing delay, drawn uniformly in `[0, d)` for
-    /// every packet and timer of that node (a CPU-starved node).
+    /// Per node: the longest gap between two wake-ups of a slow node (a
+    /// CPU-starved process). Such a node runs only at wake-ups, spaced by
+    /// gaps drawn uniformly in `(0, d]`; whatever came due since the last
+    /// one (packets, timers) waits for the next and is then handled in the
+    /// order it came due, as a busy process drains its socket and timer
+    /// queue. So each event is late by less than `d`, and never overtakes
+    /// an earlier one: a late ack still beats the timer that would have
+    /// failed the probe, if the ack arrived first.
     pub slow: Vec<Duration>,
+    /// Per node: the next wake-up of a slow node, virtual nanoseconds.
+    wake_ns: Vec<u64>,
     /// Per node: partition group; packets between groups are dropped.
     pub group: Vec<u8>,
     /// Traffic counters since the last reset.
@@ -121,6 +133,7 @@ impl Network {
             rng: ChaCha8Rng::seed_from_u64(seed ^ 0x006e_6574_776f_726b),
             loss: 0.0,
             slow: vec![Duration::ZERO; n],
+            wake_ns: vec![0; n],
             group: vec![0; n],
             traffic: Traffic::default(),
             decode_errors: 0,
@@ -200,13 +213,17 @@ impl Network {
         self.heap.push(Reverse((at_ns, self.insertions, kind)));
     }
 
-    fn slow_ns(&mut self, i: usize) -> u64 {
-        let d = self.slow[i];
-        if d.is_zero() {
-            0
-        } else {
-            self.rng.gen_range(0..d.as_nanos() as u64)
+    /// When node `i` next runs for an event due at `at_ns` (the event's
+    /// time itself, unless the node is slow).
+    fn wake_at(&mut self, i: usize, at_ns: u64) -> u64 {
+        let d = self.slow[i].as_nanos() as u64;
+        if d == 0 {
+            return at_ns;
         }
+        while self.wake_ns[i] < at_ns {
+            self.wake_ns[i] += self.rng.gen_range(1..=d);
+        }
+        self.wake_ns[i]
     }
 
     /// Schedules node `i`'s output and its next timer, and hands its events
@@ -236,13 +253,14 @@ impl Network {
         {
             self.timer_req[i] = Some(t);
             let at = t.saturating_duration_since(self.base).as_nanos() as u64;
-            let at = at.max(self.now_ns) + self.slow_ns(i);
+            let at = at.max(self.now_ns);
             let generation = self.generation[i];
             self.push(
                 at,
                 Kind::Timer {
                     node: i as u32,
                     generation,
+                    ready: false,
                 },
             );
         }
@@ -261,13 +279,14 @@ impl Network {
         }
         let rtt_ms = self.latency.rtt_ms(self.elapsed(), from, to);
         let one_way_ns = (rtt_ms * 1e6 / 2.0) as u64;
-        let at = self.now_ns + one_way_ns.max(1) + self.slow_ns(to);
+        let at = self.now_ns + one_way_ns.max(1);
         self.push(
             at,
             Kind::Deliver {
                 to: to as u32,
                 from: from as u32,
                 payload,
+                ready: false,
             },
         );
     }
@@ -289,9 +308,53 @@ impl Network {
             };
             self.now_ns = at;
             processed += 1;
+            // A slow node's event waits for its next wake-up, queued behind
+            // the events that came due before it (insertion order breaks
+            // ties in the heap).
+            let kind = match kind {
+                Kind::Timer {
+                    node,
+                    generation,
+                    ready: false,
+                } => {
+                    let wake = self.wake_at(node as usize, at);
+                    let kind = Kind::Timer {
+                        node,
+                        generation,
+                        ready: true,
+                    };
+                    if wake > at {
+                        self.push(wake, kind);
+                        continue;
+                    }
+                    kind
+                }
+                Kind::Deliver {
+                    to,
+                    from,
+                    payload,
+                    ready: false,
+                } => {
+                    let wake = self.wake_at(to as usize, at);
+                    let kind = Kind::Deliver {
+                        to,
+                        from,
+                        payload,
+                        ready: true,
+                    };
+                    if wake > at {
+                        self.push(wake, kind);
+                        continue;
+                    }
+                    kind
+                }
+                ready => ready,
+            };
             let now = self.now();
             match kind {
-                Kind::Timer { node, generation } => {
+                Kind::Timer {
+                    node, generation, ..
+                } => {
                     let i = node as usize;
                     if generation != self.generation[i] {
                         continue;
@@ -305,7 +368,9 @@ impl Network {
                     n.handle_timeout(now);
                     self.flush(i, on_event);
                 }
-                Kind::Deliver { to, from, payload } => {
+                Kind::Deliver {
+                    to, from, payload, ..
+                } => {
                     let i = to as usize;
                     let from_id = self.ids[from as usize];
                     let Some(n) = self.nodes[i].as_mut() else {
