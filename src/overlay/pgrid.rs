@@ -296,10 +296,15 @@ impl PGridPeer {
 
     /// Drops a peer that gossip marked dead from every table.
     pub fn forget(&mut self, dead: NodeId) {
+        self.forget_where(|p| p != dead);
+    }
+
+    /// Keeps only the peers `keep` accepts in every table.
+    pub fn forget_where(&mut self, keep: impl Fn(NodeId) -> bool) {
         for level in &mut self.refs {
-            level.retain(|&p| p != dead);
+            level.retain(|&p| keep(p));
         }
-        self.replicas.retain(|&p| p != dead);
+        self.replicas.retain(|&p| keep(p));
     }
 
     fn set_path(&mut self, path: Path) {

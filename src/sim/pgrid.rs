@@ -117,6 +117,16 @@ pub struct Churn {
     pub mean_hops: f64,
     /// Dead next hops tried per lookup (each a timeout).
     pub timeouts_per_lookup: f64,
+    /// Lookups whose key lost every replica in the crash (no routing can
+    /// find those; their data is gone unless stored elsewhere).
+    pub keys_without_live_replica: f64,
+    /// After repair: the live peers drop the dead (as gossip reports them)
+    /// and meet until paths are stable again.
+    pub repair_exchanges_per_peer: f64,
+    pub repaired_success_rate: f64,
+    pub repaired_timeouts_per_lookup: f64,
+    /// Live peers on the least replicated path after repair.
+    pub repaired_min_replicas: usize,
 }
 
 /// Latency of lookup paths against the direct RTT to the peer found.
@@ -214,11 +224,20 @@ impl std::fmt::Display for PGridReport {
         let ch = &self.churn;
         writeln!(
             f,
-            "after crash    {:.0}% crashed: success {:.4}, hops {:.2}, timeouts/lookup {:.2}",
+            "after crash    {:.0}% crashed: success {:.4}, hops {:.2}, timeouts/lookup {:.2}; keys with no live replica {:.4}",
             ch.crashed_fraction * 100.0,
             ch.success_rate,
             ch.mean_hops,
-            ch.timeouts_per_lookup
+            ch.timeouts_per_lookup,
+            ch.keys_without_live_replica
+        )?;
+        writeln!(
+            f,
+            "after repair   {:.1} exchanges/peer: success {:.4}, timeouts/lookup {:.3}, min replicas {}",
+            ch.repair_exchanges_per_peer,
+            ch.repaired_success_rate,
+            ch.repaired_timeouts_per_lookup,
+            ch.repaired_min_replicas
         )?;
         for (name, s) in [
             ("proximity", &self.stretch.proximity),
@@ -377,25 +396,25 @@ pub fn run_pgrid(
     };
 
     progress("crashing peers");
-    let mut crashed = alive.clone();
+    let mut up_after_crash = alive.clone();
     let mut order: Vec<usize> = (0..n).collect();
     order.shuffle(&mut rng);
     let dead_count = ((n as f64) * opts.churn.clamp(0.0, 0.9)).round() as usize;
     for &i in &order[..dead_count] {
-        crashed[i] = false;
+        up_after_crash[i] = false;
     }
     let live_queries: Vec<(usize, u64)> = queries
         .iter()
         .map(|&(s, k)| {
             let mut s = s;
-            while !crashed[s] {
+            while !up_after_crash[s] {
                 s = rng.gen_range(0..n);
             }
             (s, k)
         })
         .collect();
     let crashed_net = Net {
-        alive: &crashed,
+        alive: &up_after_crash,
         ..net
     };
     let after: Vec<Routed> = live_queries
@@ -403,11 +422,56 @@ pub fn run_pgrid(
         .map(|&(s, k)| route(&crashed_net, s, k, &mut route_rng, None))
         .collect();
     let after_found: Vec<&Routed> = after.iter().filter(|r| r.found.is_some()).collect();
+    // Keys whose every replica crashed cannot be found by any routing.
+    let live_paths: std::collections::HashSet<Path> = (0..n)
+        .filter(|&i| up_after_crash[i])
+        .map(|i| peers[i].path())
+        .collect();
+    let orphaned = live_queries
+        .iter()
+        .filter(|&&(_, k)| !live_paths.iter().any(|p| p.covers(k)))
+        .count();
+
+    progress("repair");
+    // Gossip reports the dead; the live peers drop them and meet on.
+    let mut repaired = peers.clone();
+    for p in &mut repaired {
+        p.forget_where(|id| up_after_crash[index(id)]);
+    }
+    let (repair_exchanges, _, _) = meet_rounds(
+        &mut repaired,
+        &up_after_crash,
+        &config,
+        &keys,
+        &coords,
+        &mut route_rng,
+        MAX_ROUNDS,
+    );
+    let repaired_net = Net {
+        peers: &repaired,
+        alive: &up_after_crash,
+        ..net
+    };
+    let after_repair: Vec<Routed> = live_queries
+        .iter()
+        .map(|&(s, k)| route(&repaired_net, s, k, &mut route_rng, None))
+        .collect();
+    let mut per_leaf: std::collections::HashMap<Path, usize> = std::collections::HashMap::new();
+    for i in (0..n).filter(|&i| up_after_crash[i]) {
+        *per_leaf.entry(repaired[i].path()).or_default() += 1;
+    }
+    let live = (n - dead_count).max(1) as f64;
     let churn = Churn {
         crashed_fraction: dead_count as f64 / n as f64,
         success_rate: after_found.len() as f64 / after.len().max(1) as f64,
         mean_hops: mean(after_found.iter().map(|r| r.hops as f64)),
         timeouts_per_lookup: mean(after.iter().map(|r| r.timeouts as f64)),
+        keys_without_live_replica: orphaned as f64 / live_queries.len().max(1) as f64,
+        repair_exchanges_per_peer: repair_exchanges as f64 / live,
+        repaired_success_rate: after_repair.iter().filter(|r| r.found.is_some()).count() as f64
+            / after_repair.len().max(1) as f64,
+        repaired_timeouts_per_lookup: mean(after_repair.iter().map(|r| r.timeouts as f64)),
+        repaired_min_replicas: per_leaf.values().copied().min().unwrap_or(0),
     };
 
     let load = load_balance(&peers, &keys, n);
@@ -493,44 +557,11 @@ fn build(
     coords: &Coords,
     seed: u64,
 ) -> (Vec<PGridPeer>, Construction) {
-    const MAX_ROUNDS: usize = 500;
     let mut rng = OverlayRng::seed_from_u64(seed);
     let mut peers: Vec<PGridPeer> = (0..n).map(|i| PGridPeer::new(node_id(i))).collect();
-    let mut exchanges = 0u64;
-    let mut stable_exchanges = None;
-    let mut rounds = 0;
-    let mut quiet = 0;
-    while rounds < MAX_ROUNDS && quiet < 3 {
-        rounds += 1;
-        let mut changed = false;
-        for i in 0..n {
-            // One meeting with a random peer (as gossip's member list gives
-            // them), and one with a peer found by routing to a key of our
-            // own path from a reference: a replica or a peer beneath us,
-            // the meetings that split and replicate paths.
-            let j = (i + rng.gen_range(1..n)) % n;
-            let mut queue = vec![(i, j, 0u8)];
-            if let Some(k) = meet_within(&peers, i, coords, config, &mut rng) {
-                queue.push((i, k, 0));
-            }
-            while let Some((x, y, depth)) = queue.pop() {
-                exchanges += 1;
-                let (a, b) = pair_mut(&mut peers, x, y);
-                let out = exchange(a, b, depth, config, keys, coords, &mut rng);
-                changed |= out.path_changed;
-                for (p, q) in out.recurse {
-                    queue.push((index(p), index(q), depth + 1));
-                }
-            }
-        }
-        if changed {
-            quiet = 0;
-            stable_exchanges = None;
-        } else {
-            quiet += 1;
-            stable_exchanges.get_or_insert(exchanges);
-        }
-    }
+    let all = vec![true; n];
+    let (exchanges, rounds, stable) =
+        meet_rounds(&mut peers, &all, config, keys, coords, &mut rng, MAX_ROUNDS);
     let mut by_path: std::collections::HashMap<Path, usize> = std::collections::HashMap::new();
     for p in &peers {
         *by_path.entry(p.path()).or_default() += 1;
@@ -547,9 +578,9 @@ fn build(
         })
         .sum();
     let construction = Construction {
-        exchanges_per_peer: stable_exchanges.unwrap_or(exchanges) as f64 / n as f64,
+        exchanges_per_peer: exchanges as f64 / n as f64,
         rounds,
-        stable: quiet >= 3,
+        stable,
         leaves: by_path.len(),
         mean_path_len: levels as f64 / n as f64,
         max_path_len: peers.iter().map(|p| p.path().len()).max().unwrap_or(0),
@@ -558,6 +589,68 @@ fn build(
         empty_ref_levels: empty as f64 / levels.max(1) as f64,
     };
     (peers, construction)
+}
+
+/// Rounds of meetings a construction or repair may take.
+const MAX_ROUNDS: usize = 500;
+
+/// Rounds of meetings among the live peers, each peer starting one with a
+/// random live peer and one with a peer found by routing to a key of its
+/// own path (a replica or a peer beneath it: the meetings that split and
+/// replicate paths), until a round changes no path three times running.
+/// Returns the exchanges until the first of those quiet rounds, the rounds
+/// run, and whether paths became stable within `max_rounds`.
+fn meet_rounds(
+    peers: &mut [PGridPeer],
+    alive: &[bool],
+    config: &PGridConfig,
+    keys: &Keys,
+    coords: &Coords,
+    rng: &mut OverlayRng,
+    max_rounds: usize,
+) -> (u64, usize, bool) {
+    let n = peers.len();
+    let live: Vec<usize> = (0..n).filter(|&i| alive[i]).collect();
+    let mut exchanges = 0u64;
+    let mut stable_exchanges = None;
+    let mut rounds = 0;
+    let mut quiet = 0;
+    while rounds < max_rounds && quiet < 3 && live.len() > 1 {
+        rounds += 1;
+        let mut changed = false;
+        for &i in &live {
+            let j = loop {
+                let j = live[rng.gen_range(0..live.len())];
+                if j != i {
+                    break j;
+                }
+            };
+            let mut queue = vec![(i, j, 0u8)];
+            if let Some(k) = meet_within(peers, i, coords, config, rng) {
+                queue.push((i, k, 0));
+            }
+            while let Some((x, y, depth)) = queue.pop() {
+                if !alive[y] || !alive[x] {
+                    continue;
+                }
+                exchanges += 1;
+                let (a, b) = pair_mut(peers, x, y);
+                let out = exchange(a, b, depth, config, keys, coords, rng);
+                changed |= out.path_changed;
+                for (p, q) in out.recurse {
+                    queue.push((index(p), index(q), depth + 1));
+                }
+            }
+        }
+        if changed {
+            quiet = 0;
+            stable_exchanges = None;
+        } else {
+            quiet += 1;
+            stable_exchanges.get_or_insert(exchanges);
+        }
+    }
+    (stable_exchanges.unwrap_or(exchanges), rounds, quiet >= 3)
 }
 
 /// The peer that routing to a random key under `i`'s path reaches, from
@@ -868,6 +961,12 @@ mod tests {
             r.load.pgrid_max_over_mean < r.load.fixed_partition_max_over_mean / 2.0,
             "load {:?}; {replay}",
             r.load
+        );
+        assert!(
+            r.churn.repaired_timeouts_per_lookup == 0.0
+                && r.churn.repaired_success_rate >= r.churn.success_rate,
+            "repair: {:?}; {replay}",
+            r.churn
         );
         assert!(
             r.caching.answered_early_share > 0.1,
