@@ -233,7 +233,7 @@ impl Swim {
         let next_reconnect = jitter(rng, config.reconnect_interval);
         let mut swim = Self {
             awareness: Awareness::new(config.awareness_max_multiplier),
-            broadcasts: BroadcastQueue::new(config.max_members),
+            broadcasts: BroadcastQueue::new(config.max_members, rng),
             me,
             incarnation: 0,
             epoch: now,
