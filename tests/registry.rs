@@ -24,15 +24,15 @@ fn quick_genesis(dir: &std::path::Path) -> std::path::PathBuf {
     path
 }
 
-fn quick_edge() -> Edge {
+/// An edge on the quick genesis; the directory holding the genesis lives as
+/// long as the test keeps it.
+fn quick_edge() -> (Edge, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let genesis = quick_genesis(dir.path());
     let edge = EdgeBuilder::new()
         .extra(&format!("[registry]\ngenesis = {genesis:?}"))
         .start();
-    // The genesis file must outlive the edge's restarts.
-    std::mem::forget(dir);
-    edge
+    (edge, dir)
 }
 
 /// `gridedge name ARGS… --admin EDGE`.
@@ -120,7 +120,7 @@ fn the_sample_name_answers_authoritatively() {
 
 #[test]
 fn register_update_transfer_with_the_cli_and_see_it_in_dns() {
-    let edge = quick_edge();
+    let (edge, _genesis) = quick_edge();
     let (alice_key, _) = keygen(&edge, "alice.key");
     let (bob_key, bob) = keygen(&edge, "bob.key");
 
@@ -275,7 +275,7 @@ fn find_quick_genesis(edge: &Edge) -> String {
 
 #[test]
 fn names_expire_into_nxdomain_and_can_be_renewed_or_taken() {
-    let edge = quick_edge();
+    let (edge, _genesis) = quick_edge();
     let (key, _) = keygen(&edge, "owner.key");
     let (other, _) = keygen(&edge, "other.key");
     ok(name(
@@ -310,7 +310,7 @@ fn names_expire_into_nxdomain_and_can_be_renewed_or_taken() {
 
 #[test]
 fn a_delegated_name_gets_a_referral_with_glue() {
-    let edge = quick_edge();
+    let (edge, _genesis) = quick_edge();
     let (key, _) = keygen(&edge, "k.key");
     ok(name(
         &edge,
@@ -373,7 +373,7 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
 
 #[test]
 fn a_follower_answers_the_same_and_refuses_tampered_blocks() {
-    let sequencer = quick_edge();
+    let (sequencer, _genesis) = quick_edge();
     let (key, _) = keygen(&sequencer, "k.key");
     ok(name(
         &sequencer,
@@ -456,7 +456,7 @@ fn a_follower_answers_the_same_and_refuses_tampered_blocks() {
 
 #[test]
 fn kill_minus_nine_during_registrations_loses_no_acknowledged_name() {
-    let mut edge = quick_edge();
+    let (mut edge, _genesis) = quick_edge();
     let (key, _) = keygen(&edge, "k.key");
     let mut acknowledged: Vec<String> = Vec::new();
     let mut n = 0;

@@ -212,6 +212,32 @@ pub trait DataView {
     fn keys_under(&self, path: Path) -> usize;
 }
 
+/// The data under each path when the keys are known, sorted: the count is
+/// two binary searches. What a simulation or a test hands to [`exchange`].
+#[derive(Debug, Clone, Default)]
+pub struct SortedKeys(Vec<u64>);
+
+impl SortedKeys {
+    /// Sorts and deduplicates `keys` (64-bit key prefixes).
+    pub fn new(mut keys: Vec<u64>) -> Self {
+        keys.sort_unstable();
+        keys.dedup();
+        Self(keys)
+    }
+
+    /// The keys, ascending.
+    pub fn keys(&self) -> &[u64] {
+        &self.0
+    }
+}
+
+impl DataView for SortedKeys {
+    fn keys_under(&self, path: Path) -> usize {
+        let (lo, hi) = path.range();
+        self.0.partition_point(|&k| k <= hi) - self.0.partition_point(|&k| k < lo)
+    }
+}
+
 /// Predicted RTTs, from network coordinates.
 pub trait Proximity {
     /// Predicted RTT between two peers, milliseconds.
@@ -558,19 +584,7 @@ mod tests {
     use super::*;
     use rand::SeedableRng;
 
-    struct Keys(Vec<u64>);
-    impl DataView for Keys {
-        fn keys_under(&self, path: Path) -> usize {
-            let (lo, hi) = path.range();
-            self.0.partition_point(|&k| k <= hi) - self.0.partition_point(|&k| k < lo)
-        }
-    }
-    struct Flat;
-    impl Proximity for Flat {
-        fn rtt_ms(&self, a: NodeId, b: NodeId) -> f64 {
-            (a.0 as f64 - b.0 as f64).abs()
-        }
-    }
+    pub(crate) use super::test_support::Flat;
 
     #[test]
     fn paths_compare_by_prefix() {
@@ -593,7 +607,7 @@ mod tests {
             ..PGridConfig::default()
         };
         let mut rng = OverlayRng::seed_from_u64(1);
-        let data = Keys(vec![1, 2, u64::MAX - 1, u64::MAX]);
+        let data = SortedKeys::new(vec![1, 2, u64::MAX - 1, u64::MAX]);
         let (mut a, mut b) = (PGridPeer::new(NodeId(1)), PGridPeer::new(NodeId(2)));
         let out = exchange(&mut a, &mut b, 0, &config, &data, &Flat, &mut rng);
         assert!(out.path_changed);
@@ -645,5 +659,20 @@ mod tests {
         index.register(k3, NodeId(1), 100);
         assert!(index.holders(&k1, 0).is_empty(), "oldest key evicted");
         assert_eq!(index.holders(&k3, 0), [NodeId(1)]);
+    }
+}
+
+/// Test helpers shared by the P-Grid modules' tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::{NodeId, Proximity};
+
+    /// Peers on a line: the RTT is the difference of their ids.
+    pub struct Flat;
+
+    impl Proximity for Flat {
+        fn rtt_ms(&self, a: NodeId, b: NodeId) -> f64 {
+            (a.0 as f64 - b.0 as f64).abs()
+        }
     }
 }

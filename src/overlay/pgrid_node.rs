@@ -20,6 +20,11 @@ use crate::overlay::{NodeId, OverlayRng};
 /// key), bounded in size by the wire encoding.
 pub type ValueRef = Vec<u8>;
 
+/// Most queries a peer waits on at once (its own and relayed); beyond it
+/// a relayed query is dropped (the hop before times out and moves on) and
+/// a local one fails at once.
+pub const MAX_PENDING: usize = 4096;
+
 /// How often a peer sends a batch of its entries to a replica, ms.
 pub const SYNC_INTERVAL_MS: u64 = 5_000;
 
@@ -301,6 +306,12 @@ impl PGridNode {
             self.finish(id, key, answer, path);
             return;
         };
+        if self.pending.len() >= MAX_PENDING {
+            if path.len() == 1 {
+                self.events.push_back(Event::Failed { id });
+            }
+            return;
+        }
         let mut rest: Vec<NodeId> = candidates
             .into_iter()
             .filter(|c| !path.contains(c))
@@ -488,28 +499,13 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     use super::*;
-    use crate::overlay::pgrid::{DataView, Path, exchange};
-
-    struct Keys(Vec<u64>);
-    impl DataView for Keys {
-        fn keys_under(&self, path: Path) -> usize {
-            let (lo, hi) = path.range();
-            self.0.partition_point(|&k| k <= hi) - self.0.partition_point(|&k| k < lo)
-        }
-    }
-    struct Flat;
-    impl Proximity for Flat {
-        fn rtt_ms(&self, a: NodeId, b: NodeId) -> f64 {
-            (a.0 as f64 - b.0 as f64).abs()
-        }
-    }
+    use crate::overlay::pgrid::test_support::Flat;
+    use crate::overlay::pgrid::{SortedKeys, exchange};
 
     /// 64 peers that built a trie over 1,000 random keys, as nodes.
     fn grid(seed: u64) -> (Vec<PGridNode>, OverlayRng) {
         let mut rng = OverlayRng::seed_from_u64(seed);
-        let mut keys: Vec<u64> = (0..1000).map(|_| rng.r#gen()).collect();
-        keys.sort_unstable();
-        let keys = Keys(keys);
+        let keys = SortedKeys::new((0..1000).map(|_| rng.r#gen()).collect());
         let config = PGridConfig {
             max_keys: 100,
             min_replicas: 2,

@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
+use ed25519_dalek::SigningKey;
 use serde::Deserialize;
 
 use crate::admin::client::{AdminClient, ClientError};
@@ -223,12 +224,7 @@ pub async fn run_name(cmd: NameCommand, admin: &AdminClient) -> Result<(), NameE
             records,
             no_content,
         } => {
-            let key = keys::read_key_file(&key.key)?;
-            let status = status(admin).await?;
-            let name = parse_name(&status, &name)?;
-            let view = get_name(admin, &name)
-                .await?
-                .ok_or_else(|| NameError::NotFound(status_fqdn(&status, &name)))?;
+            let (key, status, name, view) = registered(admin, &key, &name).await?;
             if !records.has_records() && records.content.is_none() && !no_content {
                 return Err(NameError::NothingToSet);
             }
@@ -254,13 +250,8 @@ pub async fn run_name(cmd: NameCommand, admin: &AdminClient) -> Result<(), NameE
             submit(admin, &op, &status).await
         }
         NameCommand::Transfer { name, key, to } => {
-            let key = keys::read_key_file(&key.key)?;
             let new_owner = Owner::from_hex(&to).map_err(model("--to"))?;
-            let status = status(admin).await?;
-            let name = parse_name(&status, &name)?;
-            let view = get_name(admin, &name)
-                .await?
-                .ok_or_else(|| NameError::NotFound(status_fqdn(&status, &name)))?;
+            let (key, status, name, view) = registered(admin, &key, &name).await?;
             let op = Operation::transfer(
                 &key,
                 &chain_id(&status)?,
@@ -271,12 +262,7 @@ pub async fn run_name(cmd: NameCommand, admin: &AdminClient) -> Result<(), NameE
             submit(admin, &op, &status).await
         }
         NameCommand::Renew { name, key } => {
-            let key = keys::read_key_file(&key.key)?;
-            let status = status(admin).await?;
-            let name = parse_name(&status, &name)?;
-            let view = get_name(admin, &name)
-                .await?
-                .ok_or_else(|| NameError::NotFound(status_fqdn(&status, &name)))?;
+            let (key, status, name, view) = registered(admin, &key, &name).await?;
             let op = Operation::renew(&key, &chain_id(&status)?, name, view.next_sequence)?;
             submit(admin, &op, &status).await
         }
@@ -506,6 +492,22 @@ fn chain_id(status: &StatusView) -> Result<ChainId, NameError> {
 
 async fn status(admin: &AdminClient) -> Result<StatusView, NameError> {
     json(expect_ok(admin.get("/registry").await?)?)
+}
+
+/// What an operation on a registered name needs: the owner's key, the
+/// chain, the name and its current state (an error if not registered).
+async fn registered(
+    admin: &AdminClient,
+    key: &KeyArg,
+    text: &str,
+) -> Result<(SigningKey, StatusView, Name, NameView), NameError> {
+    let key = keys::read_key_file(&key.key)?;
+    let status = status(admin).await?;
+    let name = parse_name(&status, text)?;
+    let view = get_name(admin, &name)
+        .await?
+        .ok_or_else(|| NameError::NotFound(status_fqdn(&status, &name)))?;
+    Ok((key, status, name, view))
 }
 
 async fn get_name(admin: &AdminClient, name: &Name) -> Result<Option<NameView>, NameError> {

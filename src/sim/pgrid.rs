@@ -26,7 +26,7 @@ use serde::Serialize;
 
 use crate::overlay::coord::{Coordinate, Vivaldi, VivaldiConfig};
 use crate::overlay::pgrid::{
-    DataView, PGridConfig, PGridPeer, Path, Proximity, RefChoice, exchange,
+    DataView, PGridConfig, PGridPeer, Path, Proximity, RefChoice, SortedKeys, exchange,
 };
 use crate::overlay::{NodeId, OverlayRng};
 use crate::sim::matrix::{LatencyMatrix, Placement};
@@ -273,16 +273,6 @@ impl std::fmt::Display for PGridReport {
     }
 }
 
-/// The keys, sorted: the data every peer sees the share of under its path.
-struct Keys(Vec<u64>);
-
-impl DataView for Keys {
-    fn keys_under(&self, path: Path) -> usize {
-        let (lo, hi) = path.range();
-        self.0.partition_point(|&k| k <= hi) - self.0.partition_point(|&k| k < lo)
-    }
-}
-
 /// Predicted RTTs from trained coordinates.
 struct Coords(Vec<Coordinate>);
 
@@ -340,7 +330,7 @@ pub fn run_pgrid(
         maxl: opts.maxl,
         refmax: opts.refmax,
         recmax: opts.recmax,
-        max_keys: (opts.replicas * keys.0.len()).div_ceil(n).max(1),
+        max_keys: (opts.replicas * keys.keys().len()).div_ceil(n).max(1),
         min_replicas: opts.replicas.div_ceil(2).max(1),
         ..PGridConfig::default()
     };
@@ -357,7 +347,12 @@ pub fn run_pgrid(
 
     progress("lookups");
     let queries: Vec<(usize, u64)> = (0..opts.lookups)
-        .map(|_| (rng.gen_range(0..n), keys.0[rng.gen_range(0..keys.0.len())]))
+        .map(|_| {
+            (
+                rng.gen_range(0..n),
+                keys.keys()[rng.gen_range(0..keys.keys().len())],
+            )
+        })
         .collect();
     let alive = vec![true; n];
     let net = Net {
@@ -485,7 +480,7 @@ pub fn run_pgrid(
     Ok(PGridReport {
         nodes: n,
         seed: opts.seed,
-        keys: keys.0.len(),
+        keys: keys.keys().len(),
         zipf: opts.zipf,
         refmax: opts.refmax,
         construction,
@@ -523,18 +518,17 @@ fn train_coordinates(
 
 /// Keys in clusters of Zipf-distributed sizes at random places in the
 /// key space, each cluster 2^-24 of the space wide.
-fn skewed_keys(count: usize, zipf: f64, rng: &mut ChaCha8Rng) -> Keys {
+fn skewed_keys(count: usize, zipf: f64, rng: &mut ChaCha8Rng) -> SortedKeys {
     let clusters = (count / 10).clamp(1, 1000);
     let centres: Vec<u64> = (0..clusters)
         .map(|_| rng.r#gen::<u64>() & !((1 << 40) - 1))
         .collect();
     let sizes = Zipf::new(clusters, zipf);
-    let mut keys: Vec<u64> = (0..count)
-        .map(|_| centres[sizes.sample(rng)] | rng.gen_range(0..1u64 << 40))
-        .collect();
-    keys.sort_unstable();
-    keys.dedup();
-    Keys(keys)
+    SortedKeys::new(
+        (0..count)
+            .map(|_| centres[sizes.sample(rng)] | rng.gen_range(0..1u64 << 40))
+            .collect(),
+    )
 }
 
 fn pair_mut(peers: &mut [PGridPeer], i: usize, j: usize) -> (&mut PGridPeer, &mut PGridPeer) {
@@ -553,7 +547,7 @@ fn pair_mut(peers: &mut [PGridPeer], i: usize, j: usize) -> (&mut PGridPeer, &mu
 fn build(
     n: usize,
     config: &PGridConfig,
-    keys: &Keys,
+    keys: &SortedKeys,
     coords: &Coords,
     seed: u64,
 ) -> (Vec<PGridPeer>, Construction) {
@@ -604,7 +598,7 @@ fn meet_rounds(
     peers: &mut [PGridPeer],
     alive: &[bool],
     config: &PGridConfig,
-    keys: &Keys,
+    keys: &SortedKeys,
     coords: &Coords,
     rng: &mut OverlayRng,
     max_rounds: usize,
@@ -785,13 +779,13 @@ fn stretch_of(
     }
 }
 
-fn load_balance(peers: &[PGridPeer], keys: &Keys, n: usize) -> LoadBalance {
+fn load_balance(peers: &[PGridPeer], keys: &SortedKeys, n: usize) -> LoadBalance {
     let stored: Vec<f64> = peers
         .iter()
         .map(|p| keys.keys_under(p.path()) as f64)
         .collect();
     let mut fixed = vec![0f64; n];
-    for &k in &keys.0 {
+    for &k in keys.keys() {
         let slot = ((u128::from(k) * n as u128) >> 64) as usize;
         fixed[slot] += 1.0;
     }
@@ -805,9 +799,9 @@ fn load_balance(peers: &[PGridPeer], keys: &Keys, n: usize) -> LoadBalance {
     }
 }
 
-fn caching(net: &Net<'_>, keys: &Keys, opts: &PGridOpts, rng: &mut ChaCha8Rng) -> Caching {
+fn caching(net: &Net<'_>, keys: &SortedKeys, opts: &PGridOpts, rng: &mut ChaCha8Rng) -> Caching {
     let n = net.peers.len();
-    let mut ranked = keys.0.clone();
+    let mut ranked = keys.keys().to_vec();
     ranked.shuffle(rng);
     let popularity = Zipf::new(ranked.len(), opts.zipf.max(0.5));
     let gets: Vec<(usize, u64)> = (0..opts.lookups * 2)
@@ -851,13 +845,13 @@ fn caching(net: &Net<'_>, keys: &Keys, opts: &PGridOpts, rng: &mut ChaCha8Rng) -
 /// A prefix query showers down the subtree: routed to a peer inside the
 /// prefix, which forwards one copy to a reference at each deeper level of
 /// its path, and so on down.
-fn prefix_queries(net: &Net<'_>, keys: &Keys, rng: &mut ChaCha8Rng, count: usize) -> Prefix {
+fn prefix_queries(net: &Net<'_>, keys: &SortedKeys, rng: &mut ChaCha8Rng, count: usize) -> Prefix {
     let (peers, alive) = (net.peers, net.alive);
     let n = peers.len();
     let mut route_rng = OverlayRng::seed_from_u64(rng.r#gen());
     let (mut found_total, mut wanted_total, mut messages) = (0usize, 0usize, 0usize);
     for _ in 0..count {
-        let key = keys.0[rng.gen_range(0..keys.0.len())];
+        let key = keys.keys()[rng.gen_range(0..keys.keys().len())];
         let depth = rng.gen_range(2..=10u8);
         let prefix = Path::of_key(key, depth);
         let start = rng.gen_range(0..n);
