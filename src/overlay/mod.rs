@@ -19,6 +19,8 @@
 //!   (a global coordinate plus one inside the local cluster);
 //! - [`idmap`]: maps keyed by peer with a cheap keyed hash (the hot path);
 //! - [`load`]: per-node load that rides on every packet;
+//! - [`trust`]: local feedback, PowerTrust aggregation and the filter on
+//!   peers in bad standing;
 //! - [`node`]: the [`Node`] that composes them, and the peer cache that
 //!   later peer selection reads;
 //! - [`config`]: LAN and WAN presets, every constant explained.
@@ -34,6 +36,7 @@ pub mod pgrid;
 pub mod pgrid_node;
 pub mod suspicion;
 pub mod swim;
+pub mod trust;
 pub mod wire;
 
 pub use config::{Config, Preset};
