@@ -7,6 +7,7 @@ pub mod admin;
 pub mod cert;
 pub mod cli;
 pub mod config;
+pub mod content;
 pub mod daemon;
 pub mod dns;
 pub mod fsutil;
