@@ -116,6 +116,19 @@ if [ "${GRIDEDGE_NO_INSTALL:-0}" != 1 ]; then
 fi
 stop_distro_unbound
 
+# tests/content.rs checks our CIDs against the reference IPFS importer
+# (ipfs-unixfs-importer from npm), whose packages are locked in tests/js.
+# Without node and npm that check fails (it is never skipped as passing).
+if [ ! -d tests/js/node_modules/ipfs-unixfs-importer ]; then
+  if have npm && have node; then
+    log "npm ci in tests/js (the reference IPFS importer)"
+    (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
+  else
+    log "FAILURE: node and npm are not installed; the content conformance test" \
+      "(tests/content.rs against ipfs-unixfs-importer) will fail. Install Node.js 20+ and npm."
+  fi
+fi
+
 # The integration tests look for unbound in PATH; Debian puts it in /usr/sbin,
 # which is not in a normal user's PATH.
 case ":$PATH:" in *:/usr/sbin:*) ;; *) export PATH="$PATH:/usr/sbin" ;; esac

@@ -53,8 +53,32 @@ mod tests {
 
     #[test]
     fn seeds_pass() {
-        for seed in seeds() {
-            fuzz_decode(&seed);
+        let seeds = seeds();
+        for seed in &seeds {
+            fuzz_decode(seed);
+        }
+        // `GRIDEDGE_WRITE_FUZZ_SEEDS=1 cargo test --lib content::fuzz`
+        // refreshes the fuzzer's committed seeds.
+        if std::env::var_os("GRIDEDGE_WRITE_FUZZ_SEEDS").is_some() {
+            let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/seeds/content_decode");
+            std::fs::create_dir_all(dir).unwrap();
+            let names = [
+                "leaf-0",
+                "leaf-1",
+                "leaf-2",
+                "file-node-1",
+                "leaf-3",
+                "leaf-4",
+                "file-node-2",
+                "file-root",
+                "directory",
+                "cid",
+                "car",
+            ];
+            assert_eq!(names.len(), seeds.len());
+            for (name, seed) in names.iter().zip(&seeds) {
+                std::fs::write(format!("{dir}/{name}"), seed).unwrap();
+            }
         }
     }
 
