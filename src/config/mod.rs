@@ -14,7 +14,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 pub use raw::RawConfig;
-use raw::{LogFormat, RawCache, RawDns, RawForward, RawRateLimit, RawRegistry};
+use raw::{LogFormat, RawCache, RawContent, RawDns, RawForward, RawRateLimit, RawRegistry};
 
 /// Why a config was rejected; every variant names the key.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +51,7 @@ pub struct Config {
     pub admin: AdminConfig,
     /// The name registry; `None` when turned off.
     pub registry: Option<RegistryConfig>,
+    pub content: ContentConfig,
     pub edge: EdgeConfig,
 }
 
@@ -175,6 +176,16 @@ pub enum RegistryRole {
     },
 }
 
+/// The content block store (`crate::content::BlockStore`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContentConfig {
+    /// Where blocks live: DATA_DIR/content unless set.
+    pub store_dir: PathBuf,
+    /// The store's bound: past it, the least recently used unpinned blocks
+    /// are evicted.
+    pub max_bytes: u64,
+}
+
 /// What the HTTP edge tells the world about itself.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EdgeConfig {
@@ -243,6 +254,7 @@ impl RawConfig {
         }
         let dns = validate_dns(self.dns, base, &data_dir)?;
         let registry = validate_registry(self.registry, base, &data_dir)?;
+        let content = validate_content(self.content, base, &data_dir)?;
         Ok(Config {
             log,
             dns,
@@ -250,12 +262,37 @@ impl RawConfig {
                 listen: self.admin.listen,
             },
             registry,
+            content,
             edge: EdgeConfig {
                 public_addresses: self.edge.public_addresses,
             },
             data_dir,
         })
     }
+}
+
+/// Smallest store bound: a few of the largest blocks (2 MiB) must fit, or
+/// one import could not even hold its own directory node.
+const MIN_CONTENT_MAX_BYTES: u64 = 16 << 20;
+
+fn validate_content(
+    raw: RawContent,
+    base: &Path,
+    data_dir: &Path,
+) -> Result<ContentConfig, ConfigError> {
+    if raw.max_bytes < MIN_CONTENT_MAX_BYTES {
+        return Err(invalid(
+            "content.max_bytes",
+            format!("must be at least {MIN_CONTENT_MAX_BYTES} (16 MiB)"),
+        ));
+    }
+    Ok(ContentConfig {
+        store_dir: raw
+            .store_dir
+            .map(|p| base.join(p))
+            .unwrap_or_else(|| data_dir.join("content")),
+        max_bytes: raw.max_bytes,
+    })
 }
 
 fn validate_registry(
@@ -511,6 +548,8 @@ mod tests {
         let err = Config::parse("[dns]\nallow_recursion = [\"nope\"]\n", Path::new("x.toml"))
             .unwrap_err();
         assert!(err.to_string().contains("allow_recursion"), "{err}");
+        let err = Config::parse("[content]\nmax_bytes = 1000\n", Path::new("x.toml")).unwrap_err();
+        assert!(err.to_string().contains("content.max_bytes"), "{err}");
     }
 
     #[test]

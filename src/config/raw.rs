@@ -16,6 +16,7 @@ pub struct RawConfig {
     pub dns: RawDns,
     pub admin: RawAdmin,
     pub registry: RawRegistry,
+    pub content: RawContent,
     pub edge: RawEdge,
 }
 
@@ -27,6 +28,7 @@ impl Default for RawConfig {
             dns: RawDns::default(),
             admin: RawAdmin::default(),
             registry: RawRegistry::default(),
+            content: RawContent::default(),
             edge: RawEdge::default(),
         }
     }
@@ -217,6 +219,23 @@ impl Default for RawRegistry {
             follow: None,
             follow_interval_ms: 1000,
             soa_ttl_secs: 60,
+        }
+    }
+}
+
+/// `[content]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawContent {
+    pub store_dir: Option<PathBuf>,
+    pub max_bytes: u64,
+}
+
+impl Default for RawContent {
+    fn default() -> Self {
+        Self {
+            store_dir: None,
+            max_bytes: 10 << 30,
         }
     }
 }
