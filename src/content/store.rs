@@ -958,6 +958,38 @@ mod tests {
     }
 
     #[test]
+    fn threads_share_one_store_within_its_bound() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<BlockStore>();
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = BlockStore::open(dir.path(), 20_000).unwrap();
+        std::thread::scope(|scope| {
+            for t in 0..4u32 {
+                let store = &store;
+                scope.spawn(move || {
+                    for i in 0..50u32 {
+                        // Threads write some of the same blocks.
+                        let b = block((i % 30) * 10 + t % 2, 1000);
+                        store.put(&b).unwrap();
+                        match store.get(&b.cid()) {
+                            Ok(got) => assert_eq!(got, b),
+                            // Another thread's write may have evicted it.
+                            Err(StoreError::NotFound { .. }) => {}
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                });
+            }
+        });
+        let stats = store.stats();
+        assert!(stats.used_bytes <= 20_000);
+        assert_eq!(stats.used_bytes, stats.blocks as u64 * 1000);
+        drop(store);
+        let (_, report) = BlockStore::open(dir.path(), 20_000).unwrap();
+        assert_eq!(report.bytes, stats.used_bytes);
+    }
+
+    #[test]
     fn a_lowered_bound_evicts_at_open() {
         let dir = tempfile::tempdir().unwrap();
         {
