@@ -78,9 +78,11 @@ pub struct TrustConfig {
     /// transfers' worth of history at an edge's rate, yet lets a peer that
     /// turned bad lose an old good record within an hour.
     pub half_life_ms: u64,
-    /// How many good outcomes one bad one cancels: 4, so that a peer
-    /// serving one corrupt block in five is worth nothing (a corrupt block
-    /// costs a refetch and a verification, several good ones).
+    /// How many good outcomes one bad one cancels: 8. A corrupt block
+    /// costs a refetch and a verification, several good ones; and a peer
+    /// that turns bad after a long good record must lose its standing
+    /// within minutes (`sim trust`: with 4, peers that turned were still
+    /// chosen for 7 minutes on average; with 8, 5).
     pub bad_weight: f64,
     /// Peers one node keeps opinions of: 1024 bounds the table to a few
     /// tens of KB; the least-weighted opinion goes first.
@@ -105,15 +107,29 @@ pub struct TrustConfig {
     /// Rounds a walk may take before it stops unconverged.
     pub max_rounds: usize,
     /// A peer whose trusted raters give it a good share below this is in
-    /// bad standing: 0.5, a majority of trusted weight says bad.
+    /// bad standing: 0.3. A peer that cheats gets near zero; an honest
+    /// one stays above it unless liars are more than two in three of its
+    /// raters, which a minority of liars rarely is even among the ten or
+    /// so raters of a first epoch.
     pub threshold: f64,
+    /// A rater whose opinions agree with the other raters' clear majority
+    /// less often than this is a liar: its row is left out of the walk
+    /// and of the standings, and it is itself in bad standing (a false
+    /// answer). 0.5: an honest rater disagrees only where a group
+    /// outnumbers the honest raters of one of its members, a liar on
+    /// every honest peer.
+    pub min_credibility: f64,
+    /// Credibility a power node needs: 0.8. Its ratings steer every
+    /// score, so a peer that is trusted for its service but lies in its
+    /// ratings (and gathers trust it never passes on) must not become one.
+    pub power_node_credibility: f64,
 }
 
 impl Default for TrustConfig {
     fn default() -> Self {
         Self {
             half_life_ms: 30 * 60 * 1000,
-            bad_weight: 4.0,
+            bad_weight: 8.0,
             max_rated_peers: 1024,
             max_row: 32,
             greedy_factor: 0.15,
@@ -121,9 +137,45 @@ impl Default for TrustConfig {
             managers: 5,
             epsilon: 1e-4,
             max_rounds: 100,
-            threshold: 0.5,
+            threshold: 0.3,
+            min_credibility: 0.5,
+            power_node_credibility: 0.8,
         }
     }
+}
+
+/// Opinions of a rater that must be checkable before its credibility is
+/// judged: 4, so that one unlucky disagreement is not a verdict.
+pub const MIN_ASSESSED: usize = 4;
+
+/// What the raters of one peer say, when they clearly agree: at least
+/// three votes, and one side at least twice the other. Noise from a few raters, or a split,
+/// judges nobody.
+pub fn clear_majority(good_votes: f64, bad_votes: f64) -> Option<bool> {
+    if good_votes + bad_votes < 3.0 - 1e-9 {
+        None
+    } else if good_votes >= 2.0 * bad_votes {
+        Some(true)
+    } else if bad_votes >= 2.0 * good_votes {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// Scaled score (1.0 is the average peer) from which a rater has a full
+/// vote: a hundredth of the average. Any peer that served honest peers
+/// well gets that much; a group that only rates itself does not.
+pub const FULL_VOTE_SCORE: f64 = 0.01;
+
+/// How much a rater's opinions count in standings: a full weight for a
+/// rater with some trust, less for less (linearly below
+/// [`FULL_VOTE_SCORE`]). Not the score itself: a group that keeps trust
+/// among itself (it gets rated up and rates only its own) would
+/// otherwise outweigh more numerous honest raters; and a rater nobody
+/// trusts counts for nothing.
+pub fn rater_weight(scaled_score: f64) -> f64 {
+    (scaled_score / FULL_VOTE_SCORE).clamp(0.0, 1.0)
 }
 
 /// The P-Grid key under which the score of `peer` is managed.
@@ -168,6 +220,46 @@ pub struct TrustRow {
     pub entries: Vec<RowEntry>,
 }
 
+/// How a rater's opinions compare with everyone else's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Credibility {
+    /// Opinions in its row.
+    pub opinions: usize,
+    /// Opinions of peers on which the others clearly agree.
+    pub checked: usize,
+    /// Of those, the ones that agree with the others.
+    pub agreeing: usize,
+}
+
+impl Credibility {
+    /// Forged by the rater's managers: fully credible or not at all.
+    pub fn forged(credible: bool) -> Self {
+        let n = 2 * MIN_ASSESSED;
+        Self {
+            opinions: n,
+            checked: n,
+            agreeing: if credible { n } else { 0 },
+        }
+    }
+
+    fn share(&self) -> f64 {
+        self.agreeing as f64 / self.checked.max(1) as f64
+    }
+
+    /// A liar: at least [`MIN_ASSESSED`] opinions checked, and fewer than
+    /// `min` of them agree.
+    pub fn is_liar(&self, min: f64) -> bool {
+        self.checked >= MIN_ASSESSED && self.share() < min
+    }
+
+    /// Fit to be a power node: twice [`MIN_ASSESSED`] and at least half
+    /// of its opinions checked (a rater is not judged on the few opinions
+    /// that happen to be checkable), and at least `min` of them agree.
+    pub fn fit_for_power(&self, min: f64) -> bool {
+        self.checked >= (2 * MIN_ASSESSED).max(self.opinions.div_ceil(2)) && self.share() >= min
+    }
+}
+
 /// One opinion in a [`TrustRow`].
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RowEntry {
@@ -179,7 +271,33 @@ pub struct RowEntry {
     pub bad: f64,
 }
 
+impl RowEntry {
+    /// Whether this opinion is good on balance.
+    pub fn says_good(&self) -> bool {
+        self.good > self.bad
+    }
+}
+
 impl TrustRow {
+    /// Credibility of the rater (after PeerTrust's idea of weighing
+    /// feedback by how it agrees with others', Xiong and Liu 2004): how
+    /// many of its opinions agree with the other raters of the same peer
+    /// where those clearly agree among themselves (`majority` gives that,
+    /// see [`clear_majority`]).
+    pub fn credibility(&self, majority: impl Fn(NodeId) -> Option<bool>) -> Credibility {
+        let mut c = Credibility {
+            opinions: self.entries.len(),
+            ..Credibility::default()
+        };
+        for e in &self.entries {
+            if let Some(m) = majority(e.peer) {
+                c.checked += 1;
+                c.agreeing += usize::from(m == e.says_good());
+            }
+        }
+        c
+    }
+
     /// The row as a random walk's transition row: the good shares, scaled
     /// to sum to one. Empty when the rater has nothing good to say (the
     /// walk then jumps to the power nodes).
@@ -599,15 +717,16 @@ mod tests {
             t.record(0, id(1), Feedback::Verified);
         }
         assert!(!t.locally_bad(0, id(1)));
-        // Two bad outcomes cancel the eight good ones (weight 4).
+        // One bad outcome weighs as much as the eight good ones (weight
+        // 8); a second tips the balance.
+        assert_eq!(t.config().bad_weight, 8.0);
         t.record(0, id(1), Feedback::WrongHash);
         assert!(!t.locally_bad(0, id(1)));
-        t.record(0, id(1), Feedback::Timeout);
         t.record(0, id(1), Feedback::Timeout);
         assert!(t.locally_bad(0, id(1)));
         // Decay keeps the ratio but shrinks the weight.
         let e = t.peers[&id(1)].decayed(half, half);
-        assert!((e.good - 4.0).abs() < 1e-9 && (e.bad - 1.5).abs() < 1e-9);
+        assert!((e.good - 4.0).abs() < 1e-9 && (e.bad - 1.0).abs() < 1e-9);
     }
 
     #[test]
@@ -630,6 +749,30 @@ mod tests {
         assert_eq!(peers, vec![7, 8, 9, 10], "the heaviest opinions, sorted");
         let sum: f64 = row.entries.iter().map(|e| e.good + e.bad).sum();
         assert!((sum - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn credibility_counts_agreement_with_the_majority() {
+        let row = row_of(vec![
+            (id(1), 1.0, 0.0),
+            (id(2), 0.0, 1.0),
+            (id(3), 1.0, 0.0),
+            (id(4), 1.0, 0.0),
+        ]);
+        // The others clearly think 1, 2 and 3 good and 4 bad.
+        let majority = |p: NodeId| Some(p.0 != 4);
+        let c = row.credibility(majority);
+        assert_eq!((c.checked, c.agreeing), (4, 2));
+        assert!(!c.is_liar(0.5) && c.is_liar(0.6));
+        // Too few checkable opinions: no verdict either way.
+        let unknown = |p: NodeId| (p.0 != 4).then_some(true);
+        let c = row.credibility(unknown);
+        assert!(!c.is_liar(0.99) && !c.fit_for_power(0.0));
+        assert!(Credibility::forged(true).fit_for_power(1.0));
+        assert_eq!(clear_majority(2.0, 0.0), None, "too few");
+        assert_eq!(clear_majority(4.0, 2.0), Some(true));
+        assert_eq!(clear_majority(4.0, 3.0), None, "a split");
+        assert_eq!(clear_majority(0.0, 3.0), Some(false));
     }
 
     #[test]

@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::pgrid::{PGridOpts, PGridReport, run_pgrid};
+use super::trust::{Adversary, TrustOpts, TrustReport, run_trust};
 use super::{
     CoordsOpts, CoordsReport, GossipOpts, GossipReport, Progress, SimError, run_coords, run_gossip,
 };
@@ -38,6 +39,61 @@ pub enum SimCommand {
     /// crash of many peers), proximity stretch, load balance under skewed
     /// keys, hop caching, prefix queries.
     Pgrid(PGridArgs),
+    /// Reputation against malicious peers: PowerTrust, EigenTrust and no
+    /// reputation side by side, for each kind of adversary.
+    Trust(TrustArgs),
+}
+
+/// Flags of `gridedge sim trust`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct TrustArgs {
+    /// Number of peers.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(20..=1_000_000))]
+    pub nodes: u32,
+    /// Share of malicious peers, 0 to 0.9.
+    #[arg(long, default_value_t = 0.3, value_parser = parse_fraction)]
+    pub malicious: f64,
+    /// Seed of everything random; the same seed replays the run.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Adversary kinds to run, one scenario each (default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub kind: Vec<Adversary>,
+    /// Holders per object.
+    #[arg(long, default_value_t = 8)]
+    pub holders: usize,
+    /// Fetches per peer per simulated minute.
+    #[arg(long, default_value_t = 2)]
+    pub fetches_per_minute: usize,
+    /// Simulated minutes of warm-up (traitors turn at its end).
+    #[arg(long, default_value_t = 30)]
+    pub warmup_min: u64,
+    /// Simulated minutes measured after the warm-up.
+    #[arg(long, default_value_t = 30)]
+    pub measure_min: u64,
+    /// Simulated minutes between aggregations of the global scores.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1440))]
+    pub epoch_min: u64,
+    /// Print the figures as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl TrustArgs {
+    /// The experiment's options.
+    pub fn opts(&self) -> TrustOpts {
+        let mut o = TrustOpts::new(self.nodes as usize, self.seed);
+        o.malicious = self.malicious.min(0.9);
+        if !self.kind.is_empty() {
+            o.kinds = self.kind.clone();
+        }
+        o.holders = self.holders.max(1);
+        o.fetches_per_minute = self.fetches_per_minute;
+        o.warmup_min = self.warmup_min;
+        o.measure_min = self.measure_min;
+        o.epoch_min = self.epoch_min;
+        o
+    }
 }
 
 /// Flags of `gridedge sim pgrid`.
@@ -308,6 +364,13 @@ pub fn run(cmd: SimCommand) -> Result<(), SimCliError> {
             });
             print_report::<PGridReport>(&mut stdout.lock(), &report?, args.json)
         }
+        SimCommand::Trust(args) => {
+            let opts = args.opts();
+            let report = guarded(opts.seed, || {
+                run_trust(&opts, &mut |phase| eprintln!("sim trust: {phase}"))
+            });
+            print_report::<TrustReport>(&mut stdout.lock(), &report?, args.json)
+        }
     }
 }
 
@@ -443,6 +506,29 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<SimCommand, clap::Error> {
         T::try_parse_from(std::iter::once("sim").chain(args.iter().copied())).map(|t| t.c)
+    }
+
+    #[test]
+    fn trust_flags() {
+        let SimCommand::Trust(t) = parse(&[
+            "trust",
+            "--nodes",
+            "10000",
+            "--malicious",
+            "0.2",
+            "--kind",
+            "liar,collude",
+            "--json",
+        ])
+        .unwrap() else {
+            panic!("not trust");
+        };
+        let o = t.opts();
+        assert_eq!(o.nodes, 10_000);
+        assert_eq!(o.malicious, 0.2);
+        assert_eq!(o.kinds, vec![Adversary::Liar, Adversary::Collude]);
+        assert!(t.json);
+        assert!(parse(&["trust", "--malicious", "1.5"]).is_err());
     }
 
     #[test]

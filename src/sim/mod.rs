@@ -20,6 +20,7 @@ pub mod matrix;
 pub mod net;
 pub mod pgrid;
 pub mod stats;
+pub mod trust;
 
 pub use cli::{SimCliError, SimCommand};
 pub use coords::{CoordsOpts, CoordsReport, run_coords};
