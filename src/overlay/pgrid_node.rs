@@ -9,11 +9,21 @@
 //! [`PGridNode::handle_timeout`]. Outputs: [`PGridNode::poll_transmit`],
 //! [`PGridNode::poll_timeout`], [`PGridNode::poll_event`]. Time is the
 //! driver's, in milliseconds; randomness is the seeded RNG it hands in.
+//!
+//! Reputation ([`crate::overlay::trust`]): every hop that answers is rated
+//! good and every hop that times out bad, in the node's [`LocalTrust`],
+//! which the edge also feeds with the outcome of content transfers
+//! ([`PGridNode::record`]). Peers in bad standing (from the score
+//! managers, [`PGridNode::set_standing`]) or bad in this node's own
+//! dealings are skipped as next hops, left out of holder answers, dropped
+//! from the routing table and replica set, and their messages are rate
+//! limited.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::num::NonZeroUsize;
 
 use crate::overlay::pgrid::{HolderIndex, PGridConfig, PGridPeer, Proximity, key_bits};
+use crate::overlay::trust::{Feedback, LocalTrust, RateLimiter, Standing, TrustConfig, TrustRow};
 use crate::overlay::{NodeId, OverlayRng};
 
 /// What a key maps to: the name of where the object is (a CID, a URL
@@ -30,6 +40,11 @@ pub const SYNC_INTERVAL_MS: u64 = 5_000;
 
 /// Most entries in one replication batch.
 pub const MAX_SYNC_ENTRIES: usize = 256;
+
+/// Most peers whose standing a node keeps: the peers it can deal with in
+/// practice; beyond it the oldest verdicts are forgotten (and re-read
+/// from the score managers when they matter).
+pub const MAX_STANDINGS: usize = 65_536;
 
 /// How long a registered holder stays in the index, ms.
 pub const HOLDER_TTL_MS: u64 = 10 * 60 * 1000;
@@ -104,6 +119,8 @@ struct Pending {
     path: Vec<NodeId>,
     /// Candidates not tried yet at this hop.
     rest: Vec<NodeId>,
+    /// The candidate asked last, rated when it answers or times out.
+    asked: Option<NodeId>,
     deadline_ms: u64,
 }
 
@@ -126,6 +143,12 @@ pub struct PGridNode {
     sync_last: Option<[u8; 32]>,
     out: VecDeque<Transmit>,
     events: VecDeque<Event>,
+    trust: LocalTrust,
+    standing: HashMap<NodeId, Standing>,
+    standing_order: VecDeque<NodeId>,
+    limiter: RateLimiter,
+    /// Messages dropped by the rate limit.
+    limited: u64,
 }
 
 impl PGridNode {
@@ -147,7 +170,60 @@ impl PGridNode {
             sync_last: None,
             out: VecDeque::new(),
             events: VecDeque::new(),
+            trust: LocalTrust::new(TrustConfig::default()),
+            standing: HashMap::new(),
+            standing_order: VecDeque::new(),
+            limiter: RateLimiter::new(MAX_STANDINGS),
+            limited: 0,
         }
+    }
+
+    /// Records the outcome of a dealing with `peer` outside P-Grid's own
+    /// messages: a content transfer that verified, or a wrong hash.
+    pub fn record(&mut self, now_ms: u64, peer: NodeId, feedback: Feedback) {
+        self.trust.record(now_ms, peer, feedback);
+    }
+
+    /// This node's opinions, to report to its score managers.
+    pub fn trust_report(&self, now_ms: u64) -> TrustRow {
+        self.trust.report(now_ms)
+    }
+
+    /// The standing of `peer` as the score managers last said.
+    pub fn standing(&self, peer: NodeId) -> Standing {
+        self.standing
+            .get(&peer)
+            .copied()
+            .unwrap_or(Standing::Unknown)
+    }
+
+    /// The score managers' verdict on `peer`. A peer in bad standing is
+    /// dropped from the routing table and the replica set at once; it
+    /// may come back through later exchanges, but is skipped as a next
+    /// hop and as a holder while the verdict stands.
+    pub fn set_standing(&mut self, peer: NodeId, standing: Standing) {
+        if self.standing.insert(peer, standing).is_none() {
+            self.standing_order.push_back(peer);
+            if self.standing_order.len() > MAX_STANDINGS
+                && let Some(old) = self.standing_order.pop_front()
+            {
+                self.standing.remove(&old);
+            }
+        }
+        if !standing.usable() {
+            self.peer.forget(peer);
+        }
+    }
+
+    /// Messages dropped so far by the per-peer rate limit.
+    pub fn rate_limited(&self) -> u64 {
+        self.limited
+    }
+
+    /// Whether `peer` may be asked or named: not in bad standing, and not
+    /// bad in this node's own recent dealings.
+    fn usable(&self, now_ms: u64, peer: NodeId) -> bool {
+        self.standing(peer).usable() && !self.trust.locally_bad(now_ms, peer)
     }
 
     /// The routing state.
@@ -235,6 +311,10 @@ impl PGridNode {
         px: &dyn Proximity,
         rng: &mut OverlayRng,
     ) {
+        if !self.limiter.allow(now_ms, from, self.standing(from)) {
+            self.limited += 1;
+            return;
+        }
         match message {
             Message::Query { key, op, mut path } => {
                 if path.len() > 2 * usize::from(self.config.maxl) + 2 || path.last() != Some(&from)
@@ -264,6 +344,9 @@ impl PGridNode {
                     return; // late: already answered or timed out
                 };
                 let pending = self.pending.remove(&id).expect("found above");
+                if let Some(asked) = pending.asked {
+                    self.trust.record(now_ms, asked, Feedback::Verified);
+                }
                 if matches!(pending.op, Op::Get | Op::Holders) {
                     self.cache.put(key, answer.clone());
                 }
@@ -314,7 +397,7 @@ impl PGridNode {
         }
         let mut rest: Vec<NodeId> = candidates
             .into_iter()
-            .filter(|c| !path.contains(c))
+            .filter(|&c| !path.contains(&c) && self.usable(now_ms, c))
             .collect();
         rest.reverse(); // pop() takes the best
         let pending = Pending {
@@ -322,6 +405,7 @@ impl PGridNode {
             op,
             path,
             rest,
+            asked: None,
             deadline_ms: now_ms,
         };
         self.pending.insert(id, pending);
@@ -334,6 +418,7 @@ impl PGridNode {
         };
         match pending.rest.pop() {
             Some(next) => {
+                pending.asked = Some(next);
                 pending.deadline_ms = now_ms + self.hop_timeout_ms;
                 self.out.push_back(Transmit {
                     to: next,
@@ -385,6 +470,7 @@ impl PGridNode {
         let mut holders = vec![me];
         holders.extend_from_slice(self.peer.replicas());
         holders.extend(self.holders.holders(&key, now_ms));
+        holders.retain(|&h| h == me || self.usable(now_ms, h));
         Answer {
             values: self.stored(&key).to_vec(),
             holders,
@@ -430,6 +516,9 @@ impl PGridNode {
             .map(|(&id, _)| id)
             .collect();
         for id in due {
+            if let Some(asked) = self.pending.get_mut(&id).and_then(|p| p.asked.take()) {
+                self.trust.record(now_ms, asked, Feedback::Timeout);
+            }
             self.try_next(now_ms, id);
         }
     }
@@ -668,6 +757,85 @@ mod tests {
         let events = run(&mut nodes, &dead, &mut now, &mut rng);
         assert!(matches!(&events[..], [Event::Done { .. }]), "{events:?}");
         assert!(now >= before + 500, "no timeout was waited for");
+    }
+
+    #[test]
+    fn hops_are_rated_and_peers_in_bad_standing_are_skipped() {
+        let (mut nodes, mut rng) = grid(4);
+        let mut dead = HashSet::new();
+        let mut now = 0;
+        let origin = 20;
+        let target = key(77);
+        let first = |nodes: &[PGridNode], rng: &mut OverlayRng| {
+            nodes[origin]
+                .peer()
+                .route(key_bits(&target), &Flat, nodes[origin].config.choice, rng)
+                .expect("not responsible")
+                .1
+        };
+        let candidates = first(&nodes, &mut rng);
+        assert!(candidates.len() >= 2, "needs a second candidate");
+        // A silent first hop: a timeout is a bad rating, and with no good
+        // ones to outweigh it the hop is no longer asked.
+        dead.insert(candidates[0]);
+        for round in 0..3 {
+            let before = now;
+            nodes[origin].get(now, target, &Flat, &mut rng);
+            let events = run(&mut nodes, &dead, &mut now, &mut rng);
+            assert!(matches!(&events[..], [Event::Done { .. }]), "{events:?}");
+            let waited = now >= before + 500;
+            assert_eq!(waited, round < 1, "round {round}: waited {waited}");
+            nodes[origin].cache.clear();
+        }
+        assert!(nodes[origin].trust.locally_bad(now, candidates[0]));
+        // The hop that answered was rated good.
+        let row = nodes[origin].trust_report(now);
+        assert!(
+            row.entries
+                .iter()
+                .any(|e| e.peer == candidates[1] && e.good > 0.0 && e.bad == 0.0),
+            "{row:?}"
+        );
+        // The score managers' verdict drops a peer from the table at once,
+        // and from holder answers.
+        let other = candidates[1];
+        nodes[origin].set_standing(other, Standing::Bad);
+        assert!(!first(&nodes, &mut rng).contains(&other));
+        let k = key(9);
+        nodes[5].announce(now, k, &Flat, &mut rng);
+        run(&mut nodes, &dead, &mut now, &mut rng);
+        for n in nodes.iter_mut() {
+            n.set_standing(NodeId(6), Standing::Bad);
+            n.cache.clear();
+        }
+        nodes[30].holders(now, k, &Flat, &mut rng);
+        let events = run(&mut nodes, &dead, &mut now, &mut rng);
+        let [Event::Done { answer, .. }] = &events[..] else {
+            panic!("{events:?}")
+        };
+        assert!(!answer.holders.contains(&NodeId(6)), "{answer:?}");
+    }
+
+    #[test]
+    fn a_flood_from_a_peer_in_bad_standing_is_rate_limited() {
+        let (mut nodes, mut rng) = grid(5);
+        let flooder = NodeId(9);
+        nodes[0].set_standing(flooder, Standing::Bad);
+        for k in 0..1000u64 {
+            let message = Message::Replicate { entries: vec![] };
+            nodes[0].handle_message(k, flooder, message, &Flat, &mut rng);
+        }
+        // One second: the burst of four and about two per second.
+        let limited = nodes[0].rate_limited();
+        assert!((990..=997).contains(&limited), "{limited}");
+        // A peer in good standing is not limited at that rate.
+        let good = NodeId(10);
+        nodes[0].set_standing(good, Standing::Good(1.0));
+        for k in 0..100u64 {
+            let message = Message::Replicate { entries: vec![] };
+            nodes[0].handle_message(k, good, message, &Flat, &mut rng);
+        }
+        assert_eq!(nodes[0].rate_limited(), limited);
     }
 
     #[test]
