@@ -20,7 +20,8 @@
 //! - [`idmap`]: maps keyed by peer with a cheap keyed hash (the hot path);
 //! - [`load`]: per-node load that rides on every packet;
 //! - [`trust`]: local feedback, PowerTrust aggregation and the filter on
-//!   peers in bad standing;
+//!   peers in bad standing; [`score_manager`]: one peer's part of the
+//!   distributed aggregation;
 //! - [`node`]: the [`Node`] that composes them, and the peer cache that
 //!   later peer selection reads;
 //! - [`config`]: LAN and WAN presets, every constant explained.
@@ -34,6 +35,7 @@ pub mod load;
 pub mod node;
 pub mod pgrid;
 pub mod pgrid_node;
+pub mod score_manager;
 pub mod suspicion;
 pub mod swim;
 pub mod trust;
