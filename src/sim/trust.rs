@@ -110,11 +110,8 @@ pub struct TrustOpts {
     pub warmup_min: u64,
     /// Minutes measured after the warm-up.
     pub measure_min: u64,
-    /// Minutes between aggregations (the walk).
+    /// Minutes between aggregations.
     pub epoch_min: u64,
-    /// Minutes between standings recomputed from fresh rows with the
-    /// last walk's scores.
-    pub standing_min: u64,
     pub config: TrustConfig,
 }
 
@@ -132,7 +129,6 @@ impl TrustOpts {
             warmup_min: 30,
             measure_min: 30,
             epoch_min: 5,
-            standing_min: 1,
             config: TrustConfig::default(),
         }
     }
@@ -448,96 +444,6 @@ struct Global {
     rms: Vec<f64>,
     rounds_from_uniform: usize,
     messages: f64,
-    /// What the last epoch found, for standings between epochs.
-    verdict: Option<Verdict>,
-}
-
-/// The last epoch's findings that standings between epochs reuse.
-struct Verdict {
-    /// Each rater's weight (from its score).
-    weight: Vec<f64>,
-    liar: Vec<bool>,
-    /// Each peer's forging and honest managers.
-    managers: Vec<(usize, usize)>,
-    /// Scores scaled so that the mean is 1.
-    scaled: Vec<f64>,
-}
-
-/// Standings from the raters' current rows and an epoch's verdict: each
-/// credible rater's good and bad shares weighted as the epoch found, read
-/// back as the median of the managers' answers (forging managers say
-/// good of their own kind and bad of the honest). A liar is in bad
-/// standing itself.
-fn standings(
-    world: &World,
-    config: &TrustConfig,
-    rows: &[TrustRow],
-    verdict: &Verdict,
-) -> Vec<Standing> {
-    let n = world.n;
-    let mut good = vec![0.0; n];
-    let mut bad = vec![0.0; n];
-    for (i, row) in rows.iter().enumerate() {
-        if verdict.liar[i] {
-            continue;
-        }
-        for e in &row.entries {
-            let j = index(e.peer);
-            good[j] += verdict.weight[i] * e.good;
-            bad[j] += verdict.weight[i] * e.bad;
-        }
-    }
-    (0..n)
-        .map(|j| {
-            let honest = if verdict.liar[j] {
-                Standing::Bad
-            } else {
-                Standing::from_weights(good[j], bad[j], verdict.scaled[j], config.threshold)
-            };
-            let (f, h) = verdict.managers[j];
-            let lie = if world.malicious[j] {
-                Standing::Good(100.0)
-            } else {
-                Standing::Bad
-            };
-            let mut answers = vec![honest; h];
-            answers.extend(std::iter::repeat_n(lie, f));
-            Standing::median_of(&answers)
-        })
-        .collect()
-}
-
-/// Between epochs, every `standing_min` minutes: raters report their
-/// current rows and the managers recompute standings with the last
-/// epoch's weights, so a peer that turns bad is found out in minutes, not
-/// at the next walk.
-fn refresh_standings(
-    world: &World,
-    config: &TrustConfig,
-    local: &[LocalTrust],
-    global: &mut Global,
-    t: u64,
-    row_rng: &mut ChaCha8Rng,
-) {
-    let Some(verdict) = &global.verdict else {
-        return;
-    };
-    let now_ms = t * 60_000;
-    let r = config.managers.max(1) as f64;
-    let rows: Vec<TrustRow> = (0..world.n)
-        .map(|i| {
-            if global.standing[i].usable() {
-                world.reported_row(i, local[i].report(now_ms), row_rng)
-            } else {
-                TrustRow::default()
-            }
-        })
-        .collect();
-    let nnz: usize = rows.iter().map(|r| r.entries.len()).sum();
-    // Rows to the raters' managers and, entry by entry, to the rated
-    // peers' managers; every peer looks up the standings it needs.
-    global.messages += world.n as f64 * r + r * nnz as f64 + r * nnz as f64;
-    global.standing = standings(world, config, &rows, verdict);
 }
 
 fn run_system(opts: &TrustOpts, world: &World, system: System) -> SystemFigures {
@@ -552,7 +458,6 @@ fn run_system(opts: &TrustOpts, world: &World, system: System) -> SystemFigures 
         rms: Vec::new(),
         rounds_from_uniform: 0,
         messages: 0.0,
-        verdict: None,
     };
     // The fetch stream and the order of equal candidates are the same for
     // every system.
@@ -566,12 +471,8 @@ fn run_system(opts: &TrustOpts, world: &World, system: System) -> SystemFigures 
     let epoch = opts.epoch_min.max(1);
     let mut candidates: Vec<Candidate> = Vec::new();
     for t in 0..total_min {
-        if system != System::None && t > 0 {
-            if t % epoch == 0 {
-                aggregate(world, system, config, &local, &mut global, t, &mut row_rng);
-            } else if t % opts.standing_min.max(1) == 0 {
-                refresh_standings(world, config, &local, &mut global, t, &mut row_rng);
-            }
+        if system != System::None && t > 0 && t % epoch == 0 {
+            aggregate(world, system, config, &local, &mut global, t, &mut row_rng);
         }
         let now_ms = t * 60_000;
         let measuring = t >= opts.warmup_min;
@@ -873,19 +774,38 @@ fn aggregate(
     let liar: Vec<bool> = (0..n)
         .map(|i| caught(i) || cred[i].is_liar(config.min_credibility))
         .collect();
+    let mut good = vec![0.0; n];
+    let mut bad = vec![0.0; n];
+    for (i, row) in rows.iter().enumerate() {
+        if liar[i] {
+            continue;
+        }
+        for e in &row.entries {
+            let j = index(e.peer);
+            good[j] += weight[i] * e.good;
+            bad[j] += weight[i] * e.bad;
+        }
+    }
     messages += r * r * direct_nnz as f64;
-    let verdict = Verdict {
-        weight,
-        liar,
-        managers: (0..n)
-            .map(|j| {
-                let f = managers[j].iter().filter(|&&p| forging(p)).count();
-                (f, managers[j].len() - f)
-            })
-            .collect(),
-        scaled: v.iter().map(|x| n as f64 * x / sum).collect(),
-    };
-    global.standing = standings(world, config, &rows, &verdict);
+    global.standing = (0..n)
+        .map(|j| {
+            let honest = if liar[j] {
+                Standing::Bad
+            } else {
+                Standing::from_weights(good[j], bad[j], n as f64 * v[j] / sum, config.threshold)
+            };
+            let f = managers[j].iter().filter(|&&p| forging(p)).count();
+            let h = managers[j].len() - f;
+            let lie = if world.malicious[j] {
+                Standing::Good(100.0)
+            } else {
+                Standing::Bad
+            };
+            let mut answers = vec![honest; h];
+            answers.extend(std::iter::repeat_n(lie, f));
+            Standing::median_of(&answers)
+        })
+        .collect();
     // Every peer looks up the standing of the peers it deals with.
     messages += r * direct_nnz as f64;
     global.scores = v.iter().map(|x| x / sum).collect();
@@ -911,7 +831,6 @@ fn aggregate(
         }
     }
     global.messages += messages;
-    global.verdict = Some(verdict);
 }
 
 fn to_index(row: Vec<(NodeId, f64)>) -> Vec<(u32, f64)> {
