@@ -42,6 +42,38 @@ pub enum Command {
         #[arg(long, global = true)]
         admin: Option<String>,
     },
+    /// Add a file or folder to the running edge; prints its CID.
+    Put {
+        /// The file or folder.
+        path: PathBuf,
+        /// Encrypt the file first under a fresh key, printed once and
+        /// stored nowhere: without it the object is noise.
+        #[arg(long)]
+        encrypt: bool,
+        /// Pin it on the edge, so eviction never drops it.
+        #[arg(long)]
+        pin: bool,
+        /// The edge's admin API; by default the config's `admin.listen`.
+        #[arg(long)]
+        admin: Option<String>,
+    },
+    /// Fetch a file or folder by CID, checking every block, and write it.
+    Get {
+        /// The object's CID.
+        cid: String,
+        /// Where to write it (must not exist); `-` for standard output
+        /// (files only). By default ./CID.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// A peer edge's gateway to fetch from, e.g. http://127.0.0.1:8080;
+        /// repeat for more, tried in order. By default the local edge's
+        /// gateway (`edge.http_listen`).
+        #[arg(long = "from", value_name = "URL")]
+        from: Vec<String>,
+        /// The key `put --encrypt` printed, to decrypt a private object.
+        #[arg(long)]
+        key: Option<String>,
+    },
     /// Simulate the overlay with thousands of nodes on one thread, from a
     /// seed: gossip liveness, network coordinates.
     #[command(subcommand)]

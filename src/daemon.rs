@@ -1,5 +1,7 @@
-//! `gridedge run`: the edge process. It owns the services (DNS, admin), starts
-//! them on one tokio runtime and stops them cleanly on SIGINT or SIGTERM.
+//! `gridedge run`: the edge process. It owns the services (DNS, admin, the
+//! HTTP gateway), starts them and stops them cleanly on SIGINT or SIGTERM.
+//! DNS and admin share one tokio runtime; the gateway runs on pingora with
+//! a runtime of its own (see `edge`), stopped by the same token.
 
 use std::sync::Arc;
 
@@ -7,8 +9,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Metrics};
 use crate::config::{Config, RegistryRole};
+use crate::content::{BlockStore, StoreError};
 use crate::dns::registry::RegistryZone;
 use crate::dns::{DnsError, DnsService};
+use crate::edge::{EdgeError, EdgeService};
 use crate::identity::{Identity, IdentityError};
 use crate::registry::service::{Registry, RegistryError};
 
@@ -31,6 +35,12 @@ pub enum RunError {
     /// The DNS service could not start.
     #[error(transparent)]
     Dns(#[from] DnsError),
+    /// The block store could not be opened.
+    #[error("cannot open the content store: {0}")]
+    Content(#[from] StoreError),
+    /// The HTTP gateway could not start.
+    #[error(transparent)]
+    Edge(#[from] EdgeError),
     /// The admin listener could not be bound.
     #[error("cannot listen on admin {addr}: {source}")]
     Admin {
@@ -52,6 +62,25 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         Some(rc) => Some(Arc::new(Registry::open(rc, metrics.clone())?)),
         None => None,
     };
+    // Opening indexes every block file; off the async threads.
+    let content = config.content.clone();
+    let (store, report) = tokio::task::spawn_blocking(move || {
+        BlockStore::open(&content.store_dir, content.max_bytes)
+    })
+    .await
+    .expect("opening the store does not panic")?;
+    tracing::info!(
+        dir = %config.content.store_dir.display(),
+        blocks = report.blocks,
+        "content store open"
+    );
+    let store = Arc::new(store);
+    let edge = EdgeService::start(
+        &config.edge,
+        store.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    )?;
     let registry_zone = registry
         .as_ref()
         .map(|r| RegistryZone::new(r.clone(), config.edge.public_addresses.clone()));
@@ -79,9 +108,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     };
     let admin = match config.admin.listen {
         Some(addr) => Some(
-            admin::serve(addr, metrics.clone(), registry.clone(), shutdown.clone())
-                .await
-                .map_err(|source| RunError::Admin { addr, source })?,
+            admin::serve(
+                addr,
+                metrics.clone(),
+                registry.clone(),
+                Some((store.clone(), config.content.max_put_bytes)),
+                shutdown.clone(),
+            )
+            .await
+            .map_err(|source| RunError::Admin { addr, source })?,
         ),
         None => None,
     };
@@ -94,6 +129,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     }
     if let Some(admin) = admin {
         let _ = admin.await;
+    }
+    if let Some(edge) = edge {
+        edge.stopped().await;
     }
     tracing::info!("stopped");
     Ok(())

@@ -10,6 +10,7 @@ pub mod config;
 pub mod content;
 pub mod daemon;
 pub mod dns;
+pub mod edge;
 pub mod fsutil;
 pub mod identity;
 pub mod overlay;

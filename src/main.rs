@@ -52,6 +52,60 @@ fn main() -> anyhow::Result<()> {
             let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
             runtime.block_on(gridedge::registry::client::run_name(*command, &admin))?;
         }
+        Command::Put {
+            path,
+            encrypt,
+            pin,
+            admin,
+        } => {
+            let admin = admin_client(admin.as_deref(), &config)?;
+            let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            let outcome =
+                runtime.block_on(gridedge::edge::client::put(&path, encrypt, pin, &admin))?;
+            println!("{}", outcome.cid);
+            if let Some(key) = outcome.key {
+                println!("key: {}", key.to_hex());
+                eprintln!(
+                    "The key is shown this once and stored nowhere: keep it, or the object is lost."
+                );
+            }
+        }
+        Command::Get {
+            cid,
+            output,
+            from,
+            key,
+        } => {
+            let sources = if from.is_empty() {
+                config
+                    .edge
+                    .http_listen
+                    .map(|addr| vec![format!("http://{addr}")])
+                    .unwrap_or_default()
+            } else {
+                from
+            };
+            let output = match output {
+                Some(path) if path.as_os_str() == "-" => gridedge::edge::client::Output::Stdout,
+                Some(path) => gridedge::edge::client::Output::Path(path),
+                None => gridedge::edge::client::Output::Path(cid.clone().into()),
+            };
+            let fetcher = gridedge::edge::Fetcher::new(config.edge.fetch_timeout, u64::MAX);
+            let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            let bytes = runtime.block_on(gridedge::edge::client::get(
+                &cid,
+                &sources,
+                &output,
+                key.as_deref(),
+                &fetcher,
+            ))?;
+            if let gridedge::edge::client::Output::Path(path) = output {
+                eprintln!(
+                    "{cid}: {bytes} bytes verified, written to {}",
+                    path.display()
+                );
+            }
+        }
         Command::Chain { command, admin } => {
             let admin = admin_client(admin.as_deref(), &config)?;
             let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;

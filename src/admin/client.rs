@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -40,8 +41,14 @@ pub enum ClientError {
     #[error("admin API at {addr}: {message}")]
     Http { addr: String, message: String },
     /// No answer in time.
-    #[error("admin API at {addr} did not answer within {TIMEOUT:?}")]
-    Timeout { addr: String },
+    #[error("admin API at {addr} did not answer within {timeout:?}")]
+    Timeout { addr: String, timeout: Duration },
+    /// A file to send could not be read.
+    #[error("cannot read {path}: {source}")]
+    File {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// A response: status and body.
@@ -106,6 +113,30 @@ impl AdminClient {
         self.request(Method::POST, path, Some(body)).await
     }
 
+    /// `POST path` with the file at `file` as the body, streamed from disk,
+    /// allowing `timeout` for the whole exchange (a large upload needs more
+    /// than the usual bound).
+    pub async fn post_file(
+        &self,
+        path: &str,
+        file: &std::path::Path,
+        timeout: Duration,
+    ) -> Result<Response, ClientError> {
+        let addr = self.authority.clone();
+        let file_err = |source| ClientError::File {
+            path: file.to_owned(),
+            source,
+        };
+        let opened = tokio::fs::File::open(file).await.map_err(file_err)?;
+        let len = opened.metadata().await.map_err(file_err)?.len();
+        let frames = tokio_util::io::ReaderStream::new(opened)
+            .map(|chunk| chunk.map(hyper::body::Frame::data));
+        let body = http_body_util::StreamBody::new(frames);
+        tokio::time::timeout(timeout, self.exchange(Method::POST, path, body, Some(len)))
+            .await
+            .map_err(|_| ClientError::Timeout { addr, timeout })?
+    }
+
     async fn request(
         &self,
         method: Method,
@@ -113,17 +144,29 @@ impl AdminClient {
         body: Option<Vec<u8>>,
     ) -> Result<Response, ClientError> {
         let addr = self.authority.clone();
-        tokio::time::timeout(TIMEOUT, self.exchange(method, path, body))
+        let len = body.as_ref().map(|b| b.len() as u64);
+        let body = Full::new(Bytes::from(body.unwrap_or_default()));
+        tokio::time::timeout(TIMEOUT, self.exchange(method, path, body, len))
             .await
-            .map_err(|_| ClientError::Timeout { addr })?
+            .map_err(|_| ClientError::Timeout {
+                addr,
+                timeout: TIMEOUT,
+            })?
     }
 
-    async fn exchange(
+    /// One request on a new connection; `len` is the body's length when
+    /// there is a body to send.
+    async fn exchange<B>(
         &self,
         method: Method,
         path: &str,
-        body: Option<Vec<u8>>,
-    ) -> Result<Response, ClientError> {
+        body: B,
+        len: Option<u64>,
+    ) -> Result<Response, ClientError>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let http = |e: &dyn std::fmt::Display| ClientError::Http {
             addr: self.authority.clone(),
             message: e.to_string(),
@@ -154,17 +197,16 @@ impl AdminClient {
             .await
             .map_err(|e| http(&e))?;
         let driver = tokio::spawn(conn);
-        let is_post = body.is_some();
         let mut builder = Request::builder()
             .method(method)
             .uri(path)
             .header(hyper::header::HOST, &self.authority);
-        if is_post {
-            builder = builder.header(hyper::header::CONTENT_TYPE, "application/octet-stream");
+        if let Some(len) = len {
+            builder = builder
+                .header(hyper::header::CONTENT_TYPE, "application/octet-stream")
+                .header(hyper::header::CONTENT_LENGTH, len);
         }
-        let request = builder
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| http(&e))?;
+        let request = builder.body(body).map_err(|e| http(&e))?;
         let response = sender.send_request(request).await.map_err(|e| http(&e))?;
         let status = response.status();
         let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)

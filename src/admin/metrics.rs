@@ -45,6 +45,11 @@ pub struct Metrics {
     pub registry_blocks_refused: Counter,
     /// Follower pulls that failed to reach the sequencer.
     pub registry_follow_errors: Counter,
+    edge_requests: Family<Labels2, Counter>,
+    edge_bytes: Family<Labels1, Counter>,
+    /// Gateway requests being served now.
+    pub edge_inflight: Gauge,
+    content_puts: Family<Labels1, Counter>,
 }
 
 impl Default for Metrics {
@@ -126,8 +131,36 @@ impl Metrics {
             "Follower pulls that could not reach or read the sequencer",
             registry_follow_errors.clone(),
         );
+        let edge_requests = Family::<Labels2, Counter>::default();
+        registry.register(
+            "edge_requests",
+            "Gateway requests answered, by route (raw, car, file, dir, redirect, other) and status code",
+            edge_requests.clone(),
+        );
+        let edge_bytes = Family::<Labels1, Counter>::default();
+        registry.register(
+            "edge_sent_bytes",
+            "Response body bytes the gateway sent, by route",
+            edge_bytes.clone(),
+        );
+        let edge_inflight = Gauge::default();
+        registry.register(
+            "edge_inflight",
+            "Gateway requests being served now",
+            edge_inflight.clone(),
+        );
+        let content_puts = Family::<Labels1, Counter>::default();
+        registry.register(
+            "content_puts",
+            "CARs posted to the admin API, by result (stored or the refusal reason)",
+            content_puts.clone(),
+        );
         Self {
             registry,
+            edge_requests,
+            edge_bytes,
+            edge_inflight,
+            content_puts,
             registry_ops,
             registry_height,
             registry_blocks_refused,
@@ -163,7 +196,30 @@ impl Metrics {
         self.dns_cache.get_or_create(&[("result", label)]).inc();
     }
 
-    /// The Prometheus text exposition of every metric.
+    /// Counts one gateway response on `route` with `status`.
+    pub fn edge_request(&self, route: &'static str, status: u16) {
+        self.edge_requests
+            .get_or_create(&[
+                ("route", Cow::Borrowed(route)),
+                // Only the codes the gateway sends reach here, so the label
+                // set stays small.
+                ("status", Cow::Owned(status.to_string())),
+            ])
+            .inc();
+    }
+
+    /// Counts `bytes` of response body sent on `route`.
+    pub fn edge_sent(&self, route: &'static str, bytes: u64) {
+        self.edge_bytes
+            .get_or_create(&[("route", route)])
+            .inc_by(bytes);
+    }
+
+    /// Counts one `POST /content` with its result.
+    pub fn content_put(&self, result: &'static str) {
+        self.content_puts.get_or_create(&[("result", result)]).inc();
+    }
+
     /// Counts a registry operation of `kind` with `result`.
     pub fn registry_op(&self, kind: &'static str, result: &'static str) {
         self.registry_ops
@@ -171,6 +227,7 @@ impl Metrics {
             .inc();
     }
 
+    /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)

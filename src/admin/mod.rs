@@ -1,10 +1,11 @@
 //! The admin listener: `/health` for load balancers and supervisors,
-//! `/metrics` in Prometheus text format, and the registry's API
-//! (`registry.rs`). Loopback by default: it accepts registry operations
+//! `/metrics` in Prometheus text format, the registry's API
+//! (`registry.rs`) and `POST /content` for `gridedge put` (`content.rs`). Loopback by default: it accepts registry operations
 //! and blocks, so it is for the operator and the edge's peers, not the
 //! world.
 
 pub mod client;
+pub mod content;
 pub mod metrics;
 pub mod registry;
 
@@ -25,6 +26,7 @@ pub async fn serve(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
     registry: Option<Arc<crate::registry::service::Registry>>,
+    content: Option<(Arc<crate::content::BlockStore>, u64)>,
     shutdown: CancellationToken,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -32,9 +34,12 @@ pub async fn serve(
     let mut app = Router::new()
         .route("/health", get(|| async { "ok\n" }))
         .route("/metrics", get(render_metrics))
-        .with_state(metrics);
+        .with_state(metrics.clone());
     if let Some(registry) = registry {
         app = app.merge(registry::routes(registry));
+    }
+    if let Some((store, max_put_bytes)) = content {
+        app = app.merge(content::routes(store, metrics, max_put_bytes));
     }
     Ok(tokio::spawn(async move {
         let served = axum::serve(listener, app)

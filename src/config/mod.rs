@@ -184,6 +184,8 @@ pub struct ContentConfig {
     /// The store's bound: past it, the least recently used unpinned blocks
     /// are evicted.
     pub max_bytes: u64,
+    /// The largest CAR the admin API takes in one `POST /content`.
+    pub max_put_bytes: u64,
 }
 
 /// What the HTTP edge tells the world about itself.
@@ -192,6 +194,17 @@ pub struct EdgeConfig {
     /// Addresses where clients reach this edge's HTTP side; DNS answers a
     /// registry name that has content but no address with these.
     pub public_addresses: Vec<std::net::IpAddr>,
+    /// The HTTP gateway's listener (`/ipfs/<cid>`); `None` turns it off.
+    pub http_listen: Option<SocketAddr>,
+    /// Worker threads of the gateway's own runtime.
+    pub threads: usize,
+    /// Requests served at once; more are answered 503 at once.
+    pub max_concurrent_requests: usize,
+    /// The longest a client may leave a connection silent (request headers,
+    /// keep-alive) or stall a response it is reading.
+    pub idle_timeout: Duration,
+    /// The longest a fetch from another edge may wait for the next bytes.
+    pub fetch_timeout: Duration,
 }
 
 impl Default for Config {
@@ -263,12 +276,47 @@ impl RawConfig {
             },
             registry,
             content,
-            edge: EdgeConfig {
-                public_addresses: self.edge.public_addresses,
-            },
+            edge: validate_edge(self.edge)?,
             data_dir,
         })
     }
+}
+
+fn validate_edge(raw: raw::RawEdge) -> Result<EdgeConfig, ConfigError> {
+    // A runtime of more threads than this is a typo, not a plan: the
+    // gateway's work is disk and network bound.
+    if !(1..=64).contains(&raw.threads) {
+        return Err(invalid("edge.threads", "must be in 1..=64"));
+    }
+    if !(1..=100_000).contains(&raw.max_concurrent_requests) {
+        return Err(invalid(
+            "edge.max_concurrent_requests",
+            "must be in 1..=100000",
+        ));
+    }
+    if !(1..=3600).contains(&raw.idle_timeout_secs) {
+        return Err(invalid("edge.idle_timeout_secs", "must be in 1..=3600"));
+    }
+    if !(1..=3600).contains(&raw.fetch_timeout_secs) {
+        return Err(invalid("edge.fetch_timeout_secs", "must be in 1..=3600"));
+    }
+    let http_listen = match raw.http_listen.trim() {
+        "off" => None,
+        addr => Some(addr.parse().map_err(|_| {
+            invalid(
+                "edge.http_listen",
+                format!("`{addr}` is not an address like 127.0.0.1:8080, nor `off`"),
+            )
+        })?),
+    };
+    Ok(EdgeConfig {
+        public_addresses: raw.public_addresses,
+        http_listen,
+        threads: raw.threads,
+        max_concurrent_requests: raw.max_concurrent_requests,
+        idle_timeout: Duration::from_secs(raw.idle_timeout_secs),
+        fetch_timeout: Duration::from_secs(raw.fetch_timeout_secs),
+    })
 }
 
 /// Smallest store bound: a few of the largest blocks (2 MiB) must fit, or
@@ -286,12 +334,16 @@ fn validate_content(
             format!("must be at least {MIN_CONTENT_MAX_BYTES} (16 MiB)"),
         ));
     }
+    if raw.max_put_bytes == 0 {
+        return Err(invalid("content.max_put_bytes", "must be at least 1"));
+    }
     Ok(ContentConfig {
         store_dir: raw
             .store_dir
             .map(|p| base.join(p))
             .unwrap_or_else(|| data_dir.join("content")),
         max_bytes: raw.max_bytes,
+        max_put_bytes: raw.max_put_bytes,
     })
 }
 
@@ -550,6 +602,28 @@ mod tests {
         assert!(err.to_string().contains("allow_recursion"), "{err}");
         let err = Config::parse("[content]\nmax_bytes = 1000\n", Path::new("x.toml")).unwrap_err();
         assert!(err.to_string().contains("content.max_bytes"), "{err}");
+        for (toml, key) in [
+            ("[edge]\nthreads = 0\n", "edge.threads"),
+            (
+                "[edge]\nmax_concurrent_requests = 0\n",
+                "edge.max_concurrent_requests",
+            ),
+            ("[edge]\nidle_timeout_secs = 0\n", "edge.idle_timeout_secs"),
+            (
+                "[edge]\nfetch_timeout_secs = 0\n",
+                "edge.fetch_timeout_secs",
+            ),
+            ("[content]\nmax_put_bytes = 0\n", "content.max_put_bytes"),
+        ] {
+            let err = Config::parse(toml, Path::new("x.toml")).unwrap_err();
+            assert!(err.to_string().contains(key), "{err}");
+        }
+        // The gateway can be turned off by leaving its address out.
+        let config = Config::parse("[edge]\npublic_addresses = []\n", Path::new("x.toml")).unwrap();
+        assert_eq!(
+            config.edge.http_listen,
+            Some("127.0.0.1:8080".parse().unwrap())
+        );
     }
 
     #[test]

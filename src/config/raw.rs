@@ -229,6 +229,7 @@ impl Default for RawRegistry {
 pub struct RawContent {
     pub store_dir: Option<PathBuf>,
     pub max_bytes: u64,
+    pub max_put_bytes: u64,
 }
 
 impl Default for RawContent {
@@ -236,6 +237,7 @@ impl Default for RawContent {
         Self {
             store_dir: None,
             max_bytes: 10 << 30,
+            max_put_bytes: 4 << 30,
         }
     }
 }
@@ -245,12 +247,23 @@ impl Default for RawContent {
 #[serde(deny_unknown_fields, default)]
 pub struct RawEdge {
     pub public_addresses: Vec<std::net::IpAddr>,
+    /// An address, or `off`.
+    pub http_listen: String,
+    pub threads: usize,
+    pub max_concurrent_requests: usize,
+    pub idle_timeout_secs: u64,
+    pub fetch_timeout_secs: u64,
 }
 
 impl Default for RawEdge {
     fn default() -> Self {
         Self {
             public_addresses: vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()],
+            http_listen: "127.0.0.1:8080".into(),
+            threads: 2,
+            max_concurrent_requests: 256,
+            idle_timeout_secs: 30,
+            fetch_timeout_secs: 30,
         }
     }
 }

@@ -31,6 +31,8 @@ pub struct Edge {
     pub admin: SocketAddr,
     pub dot: SocketAddr,
     pub doh: SocketAddr,
+    /// The HTTP gateway (`[edge] http_listen`).
+    pub http: SocketAddr,
     log: PathBuf,
 }
 
@@ -40,6 +42,7 @@ pub struct EdgeBuilder {
     zones: Vec<(String, String)>,
     extra: String,
     dns_extra: String,
+    edge_extra: String,
     tls: bool,
 }
 
@@ -50,6 +53,7 @@ impl EdgeBuilder {
             zones: Vec::new(),
             extra: String::new(),
             dns_extra: String::new(),
+            edge_extra: String::new(),
             tls: false,
         }
     }
@@ -67,6 +71,12 @@ impl EdgeBuilder {
     pub fn dns(mut self, toml: &str) -> Self {
         self.dns_extra.push_str(toml);
         self.dns_extra.push('\n');
+        self
+    }
+    /// Extra keys for the `[edge]` table.
+    pub fn edge(mut self, toml: &str) -> Self {
+        self.edge_extra.push_str(toml);
+        self.edge_extra.push('\n');
         self
     }
     /// Extra tables appended to the config.
@@ -92,6 +102,7 @@ impl EdgeBuilder {
         let admin: SocketAddr = format!("{ip}:{}", free_port(ip)).parse().unwrap();
         let dot: SocketAddr = format!("{ip}:{}", free_port(ip)).parse().unwrap();
         let doh: SocketAddr = format!("{ip}:{}", free_port(ip)).parse().unwrap();
+        let http: SocketAddr = format!("{ip}:{}", free_port(ip)).parse().unwrap();
         let data = dir.path().join("data");
         if self.tls {
             let out = gridedge(&["cert", "dev", "--data-dir", data.to_str().unwrap()]);
@@ -105,8 +116,8 @@ impl EdgeBuilder {
             "data_dir = {data:?}\n[log]\nlevel = \"info,gridedge=debug\"\n\
              [dns]\nlisten_udp = [\"{dns}\"]\nlisten_tcp = [\"{dns}\"]\n\
              listen_tls = [\"{dot}\"]\nlisten_https = [\"{doh}\"]\nzones_dir = {zones:?}\n{}\n\
-             [admin]\nlisten = \"{admin}\"\n{}",
-            self.dns_extra, self.extra
+             [admin]\nlisten = \"{admin}\"\n[edge]\nhttp_listen = \"{http}\"\n{}\n{}",
+            self.dns_extra, self.edge_extra, self.extra
         );
         let config_path = dir.path().join("gridedge.toml");
         std::fs::write(&config_path, config).unwrap();
@@ -120,6 +131,7 @@ impl EdgeBuilder {
             admin,
             dot,
             doh,
+            http,
             log,
         };
         edge.wait_ready();
@@ -155,6 +167,16 @@ impl Edge {
             .unwrap();
         self.child = spawn_edge(&self.config, &self.log);
         self.wait_ready();
+    }
+
+    /// The config file the edge runs with.
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+
+    /// The HTTP gateway's URL, for `--from`.
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.http)
     }
 
     /// The admin API's URL, for `--admin`.
