@@ -341,14 +341,7 @@ fn get_writes_what_put_stored() {
         "{}",
         String::from_utf8_lossy(&folder_out.stderr)
     );
-    let piped = gridedge(&[
-        "get",
-        &file_cid,
-        "-o",
-        "-",
-        "--from",
-        &edge.http_url(),
-    ]);
+    let piped = gridedge(&["get", &file_cid, "-o", "-", "--from", &edge.http_url()]);
     assert!(piped.status.success());
     assert!(piped.stdout == data);
 }
@@ -584,4 +577,44 @@ fn two_edges_and_a_clean_shutdown() {
     assert!(started.elapsed() < Duration::from_secs(8), "{log}");
     assert!(log.contains("stopped"), "{log}");
     assert!(std::net::TcpStream::connect_timeout(&http, Duration::from_millis(500)).is_err());
+}
+
+#[test]
+fn requests_past_the_bound_get_503_until_one_finishes() {
+    let edge = EdgeBuilder::new()
+        .edge("max_concurrent_requests = 1")
+        .start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("large.bin");
+    // Larger than loopback socket buffers, so a client that reads nothing
+    // keeps its request (and the one permit) busy.
+    std::fs::write(&file, pseudo_random(16 << 20, 3)).unwrap();
+    let cid = put(&edge, &[file.to_str().unwrap()])[0].clone();
+    let mut stalled = std::net::TcpStream::connect(edge.http).unwrap();
+    write!(stalled, "GET /ipfs/{cid} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, head, _) = curl(&[], &format!("{}/ipfs/{cid}?format=raw", edge.http_url()));
+        if status == 503 {
+            assert_eq!(header(&head, "retry-after"), Some("1"));
+            break;
+        }
+        assert!(Instant::now() < deadline, "never 503: {status}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(edge.metric("gridedge_edge_inflight"), 1.0);
+    // The stalled client goes; its permit comes back.
+    drop(stalled);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _, _) = curl(&[], &format!("{}/ipfs/{cid}?format=raw", edge.http_url()));
+        if status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still {status} after the client left"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

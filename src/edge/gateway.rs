@@ -686,13 +686,13 @@ impl HttpServerApp for Gateway {
         if !session.is_body_empty() {
             session.set_keepalive(None);
         }
-        let reply = match self.permits.clone().try_acquire_owned() {
-            Ok(permit) => {
+        // The permit is held until the body is sent: a streamed body is
+        // where a request spends its time and holds a blocking thread.
+        let permit = self.permits.clone().try_acquire_owned();
+        let reply = match &permit {
+            Ok(_) => {
                 self.metrics.edge_inflight.inc();
-                let reply = self.answer(&method, &headers).await;
-                self.metrics.edge_inflight.dec();
-                drop(permit);
-                reply
+                self.answer(&method, &headers).await
             }
             Err(_) => Reply::error("other", 503, "the edge is serving its maximum of requests")
                 .set("Retry-After", "1"),
@@ -700,6 +700,10 @@ impl HttpServerApp for Gateway {
         let route = reply.route;
         let status = reply.header.status.as_u16();
         let sent = send(&mut session, reply, head).await;
+        if permit.is_ok() {
+            self.metrics.edge_inflight.dec();
+        }
+        drop(permit);
         self.metrics.edge_request(route, status);
         let bytes = match sent {
             Sent::Whole(n) | Sent::Cut(n) => n,
