@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use super::NodeId;
 use super::coord::VivaldiConfig;
+use super::pgrid::PGridConfig;
 
 /// Which network the defaults are tuned for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -89,6 +90,18 @@ pub struct Config {
     /// the landmark binning of Ratnasamy et al. 2002). Empty disables the
     /// local coordinate.
     pub landmarks: Vec<NodeId>,
+    /// P-Grid's trie parameters.
+    pub pgrid: PGridConfig,
+    /// How long a P-Grid hop may take to answer before the next
+    /// reference is tried: a few RTTs.
+    pub pgrid_hop_timeout: Duration,
+    /// Answers a peer keeps from the queries it relays (caching at every
+    /// hop).
+    pub pgrid_cache_entries: usize,
+    /// Time between two P-Grid exchanges with a random live member (and a
+    /// new member is met at once). `None` runs no exchanges: a gossip-only
+    /// simulation measures SWIM alone.
+    pub pgrid_exchange_interval: Option<Duration>,
 }
 
 impl Config {
@@ -126,6 +139,14 @@ impl Config {
             max_events: 4096,
             vivaldi: VivaldiConfig::default(),
             landmarks: Vec::new(),
+            pgrid: PGridConfig::default(),
+            // LAN RTTs are milliseconds; a hop that takes a second is gone.
+            pgrid_hop_timeout: Duration::from_secs(1),
+            pgrid_cache_entries: 4096,
+            // Paths settle in tens of exchanges per peer (sim pgrid), so
+            // one every 5 s settles a small edge in a few minutes while
+            // costing one packet pair per peer per interval.
+            pgrid_exchange_interval: Some(Duration::from_secs(5)),
         }
     }
 
@@ -142,6 +163,9 @@ impl Config {
             gossip_to_the_dead: Duration::from_secs(60),
             push_pull_interval: Duration::from_secs(60),
             join_retry_interval: Duration::from_secs(10),
+            // Internet RTTs reach ~700 ms (PlanetLab's worst median).
+            pgrid_hop_timeout: Duration::from_secs(3),
+            pgrid_exchange_interval: Some(Duration::from_secs(15)),
             ..Self::lan()
         }
     }

@@ -11,20 +11,28 @@
 //!    `None`, [`Node::poll_event`] until `None`, then [`Node::poll_timeout`];
 //! 4. queries for peer selection: [`Node::peer`], [`Node::estimate_rtt_to`].
 //!
-//! The node composes SWIM ([`super::swim`]), coordinates ([`super::coord`])
-//! and load ([`super::load`]): coordinates ride on acks and the RTT of each
-//! direct probe becomes a coordinate sample; load rides on every packet.
-//! P-Grid and trust will be further components here, with their own message
-//! kinds on the same wire.
+//! The node composes SWIM ([`super::swim`]), coordinates ([`super::coord`]),
+//! load ([`super::load`]) and P-Grid ([`super::pgrid_node`]): coordinates
+//! ride on acks and the RTT of each direct probe becomes a coordinate
+//! sample; load and piggybacked membership updates ride on every packet,
+//! P-Grid's included. P-Grid meets a random live member every
+//! `pgrid_exchange_interval` (and every new member at once), routes by the
+//! coordinates SWIM measured, and forgets members SWIM declares dead.
+//! Trust messages have their kinds on the wire but are not composed here
+//! yet; they are dropped.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use rand::seq::IteratorRandom;
+
 use super::coord::{Coordinates, PeerCoord, estimate_rtt};
 use super::idmap::{IdMap, id_map};
 use super::load::{Load, LoadMeter};
+use super::pgrid::{PGridPeer, Proximity};
+use super::pgrid_node::{self, PGridNode, ValueRef};
 use super::swim::{MembershipEvent, Swim, SwimStats};
-use super::wire::{DecodeError, MAX_PIGGYBACK, Message, Packet};
+use super::wire::{Body, DecodeError, MAX_PIGGYBACK, Message, Packet};
 use super::{Config, Incarnation, MemberState, NodeId, OverlayRng};
 
 /// A packet to send: the driver delivers `payload` to peer `to` as one frame.
@@ -37,11 +45,14 @@ pub struct Transmit {
 }
 
 /// Something the rest of the edge may want to know.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {
     /// Membership changed.
     Membership(MembershipEvent),
+    /// A P-Grid operation finished or failed, a value was stored here, or
+    /// this node's path changed.
+    PGrid(pgrid_node::Event),
 }
 
 /// What this node knows about a peer for peer selection.
@@ -69,6 +80,38 @@ pub struct Node {
     peer_order: VecDeque<NodeId>,
     events: VecDeque<Event>,
     decode_errors: u64,
+    pgrid: PGridNode,
+    /// P-Grid counts time in milliseconds from here.
+    start: Instant,
+    next_exchange: Option<Instant>,
+}
+
+/// Predicted RTTs for P-Grid, from the coordinates this node has: its own
+/// and those its peers' acks carried. A peer whose coordinate is unknown
+/// sorts last (a far peer), so measured peers are preferred.
+struct NodeProximity<'a> {
+    me: NodeId,
+    coords: &'a Coordinates,
+    peers: &'a IdMap<PeerInfo>,
+}
+
+/// The predicted RTT of a peer with no coordinate, ms: past any real one.
+const UNKNOWN_RTT_MS: f64 = 60_000.0;
+
+impl Proximity for NodeProximity<'_> {
+    fn rtt_ms(&self, a: NodeId, b: NodeId) -> f64 {
+        let coord = |x: NodeId| {
+            if x == self.me {
+                Some(self.coords.peer_coord())
+            } else {
+                self.peers.get(&x).and_then(|p| p.coord)
+            }
+        };
+        match (coord(a), coord(b)) {
+            (Some(x), Some(y)) => estimate_rtt(&x, &y).as_secs_f64() * 1000.0,
+            _ => UNKNOWN_RTT_MS,
+        }
+    }
 }
 
 impl Node {
@@ -77,6 +120,13 @@ impl Node {
         let swim = Swim::new(id, config.clone(), &mut rng, now);
         let coords = Coordinates::new(config.vivaldi.clone(), id, &config.landmarks);
         let peers = id_map(&mut rng);
+        let pgrid = PGridNode::new(
+            PGridPeer::new(id),
+            config.pgrid.clone(),
+            config.pgrid_hop_timeout.as_millis() as u64,
+            config.pgrid_cache_entries,
+        );
+        let next_exchange = config.pgrid_exchange_interval.map(|i| now + i);
         Self {
             config,
             rng,
@@ -88,6 +138,9 @@ impl Node {
             peer_order: VecDeque::new(),
             events: VecDeque::new(),
             decode_errors: 0,
+            pgrid,
+            start: now,
+            next_exchange,
         }
     }
 
@@ -129,6 +182,56 @@ impl Node {
         self.swim.leave();
     }
 
+    /// Stores `value` under `key` at the responsible peers (P-Grid); the
+    /// answer comes as an [`Event::PGrid`] with the returned id.
+    pub fn put(&mut self, now: Instant, key: [u8; 32], value: ValueRef) -> u64 {
+        self.pgrid_op(now, |pgrid, ms, px, rng| pgrid.put(ms, key, value, px, rng))
+    }
+
+    /// Reads the values under `key` (P-Grid).
+    pub fn get(&mut self, now: Instant, key: [u8; 32]) -> u64 {
+        self.pgrid_op(now, |pgrid, ms, px, rng| pgrid.get(ms, key, px, rng))
+    }
+
+    /// Finds the peers that hold `key`'s object (P-Grid).
+    pub fn holders(&mut self, now: Instant, key: [u8; 32]) -> u64 {
+        self.pgrid_op(now, |pgrid, ms, px, rng| pgrid.holders(ms, key, px, rng))
+    }
+
+    /// Registers this node as a holder of `key`'s object for a while.
+    pub fn announce(&mut self, now: Instant, key: [u8; 32]) -> u64 {
+        self.pgrid_op(now, |pgrid, ms, px, rng| pgrid.announce(ms, key, px, rng))
+    }
+
+    /// Records the outcome of a content transfer with `peer` (a verified
+    /// object, or a wrong hash) as reputation feedback.
+    pub fn record(&mut self, now: Instant, peer: NodeId, feedback: super::trust::Feedback) {
+        self.now = now;
+        let ms = self.ms(now);
+        self.pgrid.record(ms, peer, feedback);
+    }
+
+    fn pgrid_op(
+        &mut self,
+        now: Instant,
+        op: impl FnOnce(&mut PGridNode, u64, &dyn Proximity, &mut OverlayRng) -> u64,
+    ) -> u64 {
+        self.now = now;
+        let ms = self.ms(now);
+        let px = NodeProximity {
+            me: self.swim.id(),
+            coords: &self.coords,
+            peers: &self.peers,
+        };
+        let id = op(&mut self.pgrid, ms, &px, &mut self.rng);
+        self.drain_pgrid_events();
+        id
+    }
+
+    fn ms(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.start).as_millis() as u64
+    }
+
     /// The meter the edge updates as it serves; its reading rides on every
     /// packet.
     pub fn load_meter(&mut self) -> &mut LoadMeter {
@@ -162,7 +265,30 @@ impl Node {
         for update in packet.piggyback {
             self.swim.handle_update(now, &mut self.rng, from, update);
         }
-        match packet.message {
+        let message = match packet.message {
+            Body::Swim(message) => message,
+            Body::PGrid(message) => {
+                let ms = self.ms(now);
+                let px = NodeProximity {
+                    me: self.swim.id(),
+                    coords: &self.coords,
+                    peers: &self.peers,
+                };
+                self.pgrid
+                    .handle_message(ms, from, message, &px, &mut self.rng);
+                self.drain_swim_events();
+                self.drain_pgrid_events();
+                return Ok(());
+            }
+            // Trust is not composed into the node yet; its messages are
+            // dropped here, after the load and the piggybacked updates
+            // they carried were taken.
+            _ => {
+                self.drain_swim_events();
+                return Ok(());
+            }
+        };
+        match message {
             Message::Ping { seq, target } => self.swim.handle_ping(from, seq, target),
             Message::IndirectPing {
                 seq,
@@ -194,6 +320,18 @@ impl Node {
         self.now = now;
         self.swim.handle_timeout(now, &mut self.rng);
         self.drain_swim_events();
+        let ms = self.ms(now);
+        self.pgrid.handle_timeout(ms);
+        if let (Some(at), Some(interval)) =
+            (self.next_exchange, self.config.pgrid_exchange_interval)
+            && now >= at
+        {
+            self.next_exchange = Some(now + interval);
+            if let Some(peer) = self.swim.live_members().choose(&mut self.rng) {
+                self.pgrid.meet(ms, peer);
+            }
+        }
+        self.drain_pgrid_events();
     }
 
     // ---- outputs ---------------------------------------------------------
@@ -201,7 +339,9 @@ impl Node {
     /// The next packet to send, with as many queued updates piggybacked as
     /// fit the byte budget.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        let out = self.swim.poll_outgoing()?;
+        let Some(out) = self.swim.poll_outgoing() else {
+            return self.poll_pgrid_transmit();
+        };
         let mut message = out.message;
         if let Message::Ack { coord, .. } = &mut message {
             *coord = Some(self.coords.peer_coord());
@@ -221,7 +361,7 @@ impl Node {
         }
         let packet = Packet {
             load: self.load.load(self.now),
-            message,
+            message: Body::Swim(message),
             piggyback,
         };
         // The node never builds a packet over the wire limits (push-pull is
@@ -234,9 +374,39 @@ impl Node {
         })
     }
 
+    /// A P-Grid message, with load and piggybacked updates as any packet.
+    fn poll_pgrid_transmit(&mut self) -> Option<Transmit> {
+        loop {
+            let out = self.pgrid.poll_transmit()?;
+            let piggyback = self
+                .swim
+                .take_broadcasts(self.config.max_piggyback_bytes, MAX_PIGGYBACK);
+            let packet = Packet {
+                load: self.load.load(self.now),
+                message: Body::PGrid(out.message),
+                piggyback,
+            };
+            // P-Grid bounds what it sends by the wire's limits; a message
+            // that still does not encode is dropped, as loss would.
+            if let Ok(payload) = packet.encode() {
+                return Some(Transmit {
+                    to: out.to,
+                    payload,
+                });
+            }
+        }
+    }
+
     /// When `handle_timeout` should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        Some(self.swim.poll_timeout())
+        let mut at = self.swim.poll_timeout();
+        if let Some(ms) = self.pgrid.poll_timeout() {
+            at = at.min(self.start + Duration::from_millis(ms));
+        }
+        if let Some(exchange) = self.next_exchange {
+            at = at.min(exchange);
+        }
+        Some(at)
     }
 
     /// The next event.
@@ -302,6 +472,11 @@ impl Node {
         self.decode_errors
     }
 
+    /// The P-Grid state: path, references, replicas, store.
+    pub fn pgrid(&self) -> &PGridNode {
+        &self.pgrid
+    }
+
     fn note_peer(&mut self, now: Instant, from: NodeId, load: Load, coord: Option<PeerCoord>) {
         if let Some(p) = self.peers.get_mut(&from) {
             p.load = load;
@@ -337,10 +512,32 @@ impl Node {
 
     fn drain_swim_events(&mut self) {
         while let Some(e) = self.swim.poll_event() {
-            if self.events.len() >= self.config.max_events {
-                self.events.pop_front();
+            match e {
+                MembershipEvent::Failed { id } | MembershipEvent::Left { id } => {
+                    self.pgrid.forget(id);
+                }
+                MembershipEvent::Joined { id } if self.config.pgrid_exchange_interval.is_some() => {
+                    // A new member is met at once: a joining edge gets a
+                    // path in its first seconds, not after a few intervals.
+                    let ms = self.ms(self.now);
+                    self.pgrid.meet(ms, id);
+                }
+                _ => {}
             }
-            self.events.push_back(Event::Membership(e));
+            self.push_event(Event::Membership(e));
         }
+    }
+
+    fn drain_pgrid_events(&mut self) {
+        while let Some(e) = self.pgrid.poll_event() {
+            self.push_event(Event::PGrid(e));
+        }
+    }
+
+    fn push_event(&mut self, event: Event) {
+        if self.events.len() >= self.config.max_events {
+            self.events.pop_front();
+        }
+        self.events.push_back(event);
     }
 }

@@ -128,6 +128,11 @@ impl Path {
         Some(path)
     }
 
+    /// The bits, from the most significant; the rest is zero.
+    pub fn bits(&self) -> u64 {
+        self.bits
+    }
+
     /// Number of bits.
     pub fn len(&self) -> u8 {
         self.len
@@ -255,6 +260,20 @@ pub struct PGridPeer {
     replicas: Vec<NodeId>,
 }
 
+/// What a peer tells another of its routing state when they meet over the
+/// network: the first half of an exchange is run by the peer met, on a
+/// copy of the initiator made from this ([`PGridPeer::from_state`]), and
+/// the initiator adopts the copy it gets back ([`PGridPeer::adopt`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PeerState {
+    /// The path.
+    pub path: Path,
+    /// References per level of the path.
+    pub refs: Vec<Vec<NodeId>>,
+    /// Known replicas.
+    pub replicas: Vec<NodeId>,
+}
+
 /// What the driver must do after an exchange.
 #[derive(Debug, Default)]
 pub struct ExchangeOutcome {
@@ -273,6 +292,40 @@ impl PGridPeer {
             refs: Vec::new(),
             replicas: Vec::new(),
         }
+    }
+
+    /// A peer `id` in `state`, as another peer told it: the tables are
+    /// cut to the config's bounds and to the path, and `id` is left out of
+    /// its own tables, so a copy made from a message is as well formed as
+    /// one made here.
+    pub fn from_state(id: NodeId, state: PeerState, config: &PGridConfig) -> Self {
+        let mut peer = Self::new(id);
+        peer.adopt(state, config);
+        peer
+    }
+
+    /// This peer's routing state, to send.
+    pub fn state(&self) -> PeerState {
+        PeerState {
+            path: self.path,
+            refs: self.refs.clone(),
+            replicas: self.replicas.clone(),
+        }
+    }
+
+    /// Takes `state` as this peer's own (the result of an exchange the
+    /// peer met ran on our copy), within the config's bounds.
+    pub fn adopt(&mut self, state: PeerState, config: &PGridConfig) {
+        let me = self.id;
+        let len = state.path.len().min(config.maxl);
+        self.path = state.path.prefix(len);
+        self.refs = state.refs;
+        self.refs.resize(len as usize, Vec::new());
+        for level in &mut self.refs {
+            distinct_others(level, me, config.refmax);
+        }
+        self.replicas = state.replicas;
+        distinct_others(&mut self.replicas, me, config.max_replicas);
     }
 
     /// The peer's id.
@@ -371,6 +424,14 @@ impl PGridPeer {
             self.replicas.push(peer);
         }
     }
+}
+
+/// Keeps the first `max` distinct peers of `peers` other than `me`, in
+/// their order.
+fn distinct_others(peers: &mut Vec<NodeId>, me: NodeId, max: usize) {
+    let mut seen = std::collections::HashSet::new();
+    peers.retain(|&p| p != me && seen.insert(p));
+    peers.truncate(max);
 }
 
 fn order(

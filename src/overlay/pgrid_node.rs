@@ -22,7 +22,9 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::num::NonZeroUsize;
 
-use crate::overlay::pgrid::{HolderIndex, PGridConfig, PGridPeer, Proximity, key_bits};
+use crate::overlay::pgrid::{
+    HolderIndex, PGridConfig, PGridPeer, Path, PeerState, Proximity, SortedKeys, exchange, key_bits,
+};
 use crate::overlay::trust::{Feedback, LocalTrust, RateLimiter, Standing, TrustConfig, TrustRow};
 use crate::overlay::{NodeId, OverlayRng};
 
@@ -38,13 +40,34 @@ pub const MAX_PENDING: usize = 4096;
 /// How often a peer sends a batch of its entries to a replica, ms.
 pub const SYNC_INTERVAL_MS: u64 = 5_000;
 
-/// Most entries in one replication batch.
+/// Most entries in one replication batch, and most a replica takes from
+/// one. A batch is cut after the key that reaches this, so it may carry
+/// up to [`MAX_VALUES_PER_KEY`]` - 1` more (the wire allows for them).
 pub const MAX_SYNC_ENTRIES: usize = 256;
+
+/// Most values a peer stores under one key (the oldest goes first), and
+/// so in one answer: a key names one object, and a few places to fetch it
+/// from are enough.
+pub const MAX_VALUES_PER_KEY: usize = 16;
 
 /// Most peers whose standing a node keeps: the peers it can deal with in
 /// practice; beyond it the oldest verdicts are forgotten (and re-read
 /// from the score managers when they matter).
 pub const MAX_STANDINGS: usize = 65_536;
+
+/// Most key prefixes an exchange carries: the initiator's view of the data
+/// under its path, which the peer met merges with its own to decide a
+/// split (a sample, evenly spaced over the store, when there are more).
+pub const MAX_EXCHANGE_KEYS: usize = 4096;
+
+/// Most exchanges a peer waits on at once; one more is not started.
+pub const MAX_EXCHANGES: usize = 64;
+
+/// How long an exchange waits for its reply, ms; a late reply is dropped.
+pub const EXCHANGE_TIMEOUT_MS: u64 = 10_000;
+
+/// Most events queued for the driver.
+pub const MAX_EVENTS: usize = 4096;
 
 /// How long a registered holder stays in the index, ms.
 pub const HOLDER_TTL_MS: u64 = 10 * 60 * 1000;
@@ -67,21 +90,52 @@ pub enum Op {
 pub enum Message {
     /// A query on its way to the responsible peers.
     Query {
+        /// The key queried.
         key: [u8; 32],
+        /// What to do at the responsible peers.
         op: Op,
         /// The peers it passed, origin first: the way back.
         path: Vec<NodeId>,
     },
     /// The answer, on its way back along `path`.
     Reply {
+        /// The key queried.
         key: [u8; 32],
+        /// What the responsible peer (or a relay's cache) found.
         answer: Answer,
+        /// The query's path, up to the peer that answered.
         path: Vec<NodeId>,
     },
     /// Entries copied to a replica of the responsible path: a new put, or
     /// a batch of the periodic anti-entropy that repairs replicas after
     /// churn (a new or restarted replica fills up from the others).
-    Replicate { entries: Vec<([u8; 32], ValueRef)> },
+    Replicate {
+        /// `(key, value)`, whole keys, at most [`MAX_SYNC_ENTRIES`] plus
+        /// the rest of the last key.
+        entries: Vec<([u8; 32], ValueRef)>,
+    },
+    /// The initiator's half of an exchange over the network: its routing
+    /// state and a sample of the keys it stores. The peer met runs
+    /// [`exchange`] on a copy of the initiator made from it and on itself.
+    Exchange {
+        /// Recursion depth of this meeting (0 when the node chose it).
+        depth: u8,
+        /// The initiator's routing state.
+        state: PeerState,
+        /// 64-bit prefixes of keys the initiator stores, ascending.
+        keys: Vec<u64>,
+    },
+    /// The peer met's answer: the initiator's state after the exchange,
+    /// which it adopts if its path is still `basis`, and the peers the
+    /// exchange's recursion asks it to meet next.
+    ExchangeReply {
+        /// The path the initiator sent.
+        basis: Path,
+        /// The initiator's new routing state.
+        state: PeerState,
+        /// Peers to meet next, at depth + 1.
+        meet: Vec<NodeId>,
+    },
 }
 
 /// What a query found.
@@ -109,6 +163,11 @@ pub enum Event {
     Done { id: u64, answer: Answer },
     /// A local operation failed: every candidate at some hop timed out.
     Failed { id: u64 },
+    /// A value new to this peer was stored under a key it is responsible
+    /// for (a put, or a replica's copy): the edge may fetch the object.
+    Stored { key: [u8; 32], value: ValueRef },
+    /// This peer's path changed in an exchange.
+    PathChanged { path: Path },
 }
 
 /// A query this peer sent on and waits for.
@@ -149,6 +208,21 @@ pub struct PGridNode {
     limiter: RateLimiter,
     /// Messages dropped by the rate limit.
     limited: u64,
+    /// Exchanges this peer started and waits on: peer, depth, deadline.
+    exchanges: HashMap<NodeId, (u8, u64)>,
+    /// Exchanges run, as initiator or as the peer met.
+    exchange_count: u64,
+}
+
+impl std::fmt::Debug for PGridNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PGridNode")
+            .field("id", &self.peer.id())
+            .field("path", &self.peer.path())
+            .field("keys", &self.store.len())
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl PGridNode {
@@ -160,9 +234,11 @@ impl PGridNode {
             hop_timeout_ms,
             next_id: 1,
             store: BTreeMap::new(),
-            max_values_per_key: 16,
+            max_values_per_key: MAX_VALUES_PER_KEY,
             holders: HolderIndex::new(4096, 16),
-            cache: lru::LruCache::new(NonZeroUsize::new(cache.max(1)).expect("non-zero")),
+            // Sparse: a node that relays little allocates little, which 10,000
+            // simulated nodes in one process need.
+            cache: lru::LruCache::sparse(NonZeroUsize::new(cache.max(1)).expect("non-zero")),
             pending: HashMap::new(),
             next_sync_ms: SYNC_INTERVAL_MS,
             sync_replica: 0,
@@ -175,7 +251,61 @@ impl PGridNode {
             standing_order: VecDeque::new(),
             limiter: RateLimiter::new(MAX_STANDINGS),
             limited: 0,
+            exchanges: HashMap::new(),
+            exchange_count: 0,
         }
+    }
+
+    /// Meets `peer`: starts an exchange with it (the paper's construction
+    /// step), unless one with it is already under way or too many are.
+    pub fn meet(&mut self, now_ms: u64, peer: NodeId) {
+        self.start_exchange(now_ms, peer, 0);
+    }
+
+    fn start_exchange(&mut self, now_ms: u64, peer: NodeId, depth: u8) {
+        self.exchanges
+            .retain(|_, &mut (_, deadline)| deadline > now_ms);
+        if peer == self.peer.id()
+            || self.exchanges.contains_key(&peer)
+            || self.exchanges.len() >= MAX_EXCHANGES
+        {
+            return;
+        }
+        self.exchanges
+            .insert(peer, (depth, now_ms + EXCHANGE_TIMEOUT_MS));
+        let keys = self.key_sample();
+        self.out.push_back(Transmit {
+            to: peer,
+            message: Message::Exchange {
+                depth,
+                state: self.peer.state(),
+                keys,
+            },
+        });
+    }
+
+    /// Up to [`MAX_EXCHANGE_KEYS`] key prefixes of the store, evenly spaced.
+    fn key_sample(&self) -> Vec<u64> {
+        let step = self.store.len().div_ceil(MAX_EXCHANGE_KEYS).max(1);
+        let mut keys: Vec<u64> = self.store.keys().step_by(step).map(key_bits).collect();
+        keys.dedup();
+        keys
+    }
+
+    /// Exchanges run so far, as initiator or as the peer met.
+    pub fn exchange_count(&self) -> u64 {
+        self.exchange_count
+    }
+
+    /// Drops `peer` from the routing table and replica set (gossip found
+    /// it dead, or it left).
+    pub fn forget(&mut self, peer: NodeId) {
+        self.peer.forget(peer);
+    }
+
+    /// Number of keys stored here.
+    pub fn stored_keys(&self) -> usize {
+        self.store.len()
     }
 
     /// Records the outcome of a dealing with `peer` outside P-Grid's own
@@ -359,6 +489,79 @@ impl PGridNode {
                     }
                 }
             }
+            Message::Exchange { depth, state, keys } => {
+                if depth > self.config.recmax {
+                    return;
+                }
+                let me = self.peer.id();
+                let mut theirs = PGridPeer::from_state(from, state, &self.config);
+                let basis = theirs.path();
+                let before = self.peer.path();
+                let mut all = keys;
+                all.truncate(MAX_EXCHANGE_KEYS);
+                all.extend(self.key_sample());
+                let data = SortedKeys::new(all);
+                let outcome = exchange(
+                    &mut theirs,
+                    &mut self.peer,
+                    depth,
+                    &self.config,
+                    &data,
+                    px,
+                    rng,
+                );
+                self.exchange_count += 1;
+                let mut meet = Vec::new();
+                for (who, other) in outcome.recurse {
+                    if who == from {
+                        meet.push(other);
+                    } else if who == me {
+                        self.start_exchange(now_ms, other, depth + 1);
+                    }
+                }
+                self.out.push_back(Transmit {
+                    to: from,
+                    message: Message::ExchangeReply {
+                        basis,
+                        state: theirs.state(),
+                        meet,
+                    },
+                });
+                self.note_path(before);
+            }
+            Message::ExchangeReply { basis, state, meet } => {
+                let Some((depth, _)) = self.exchanges.remove(&from) else {
+                    return; // not asked, or too late
+                };
+                if self.peer.path() != basis {
+                    return; // another exchange moved us meanwhile
+                }
+                let before = self.peer.path();
+                self.peer.adopt(state, &self.config);
+                self.exchange_count += 1;
+                if depth < self.config.recmax {
+                    for other in meet.into_iter().take(2) {
+                        self.start_exchange(now_ms, other, depth + 1);
+                    }
+                }
+                self.note_path(before);
+            }
+        }
+    }
+
+    /// Queues an event; past [`MAX_EVENTS`] the oldest goes (a driver
+    /// that does not drain them loses old news, not memory).
+    fn push_event(&mut self, event: Event) {
+        if self.events.len() >= MAX_EVENTS {
+            self.events.pop_front();
+        }
+        self.events.push_back(event);
+    }
+
+    fn note_path(&mut self, before: Path) {
+        let path = self.peer.path();
+        if path != before {
+            self.push_event(Event::PathChanged { path });
         }
     }
 
@@ -391,7 +594,7 @@ impl PGridNode {
         };
         if self.pending.len() >= MAX_PENDING {
             if path.len() == 1 {
-                self.events.push_back(Event::Failed { id });
+                self.push_event(Event::Failed { id });
             }
             return;
         }
@@ -432,7 +635,7 @@ impl PGridNode {
             None => {
                 let pending = self.pending.remove(&id).expect("present");
                 if pending.path.len() == 1 {
-                    self.events.push_back(Event::Failed { id });
+                    self.push_event(Event::Failed { id });
                 }
                 // A relay that runs out stays silent; the hop before it
                 // times out and tries its own next candidate.
@@ -485,7 +688,8 @@ impl PGridNode {
             if values.len() >= self.max_values_per_key {
                 values.remove(0);
             }
-            values.push(value);
+            values.push(value.clone());
+            self.push_event(Event::Stored { key, value });
         }
     }
 
@@ -493,7 +697,7 @@ impl PGridNode {
     /// operation `id` is done.
     fn finish(&mut self, id: u64, key: [u8; 32], answer: Answer, path: Vec<NodeId>) {
         if path.len() <= 1 {
-            self.events.push_back(Event::Done { id, answer });
+            self.push_event(Event::Done { id, answer });
             return;
         }
         let to = path[path.len() - 2];
@@ -647,7 +851,9 @@ mod tests {
                     nodes[t.to.0 as usize - 1].handle_message(*now, from, t.message, &Flat, rng);
                 }
                 while let Some(e) = nodes[i].poll_event() {
-                    events.push(e);
+                    if matches!(e, Event::Done { .. } | Event::Failed { .. }) {
+                        events.push(e);
+                    }
                 }
             }
             if moved {
@@ -677,6 +883,60 @@ mod tests {
         k[0] = i.wrapping_mul(37);
         k[1] = i;
         k
+    }
+
+    /// Exchanges carried as messages (as the libp2p driver carries them)
+    /// build a trie from peers that all start at the root: paths split,
+    /// every key stays covered, and gets are routed to values.
+    #[test]
+    fn exchanges_over_messages_build_a_trie_that_routes() {
+        let mut rng = OverlayRng::seed_from_u64(3);
+        let config = PGridConfig {
+            max_keys: 40,
+            min_replicas: 2,
+            ..PGridConfig::default()
+        };
+        let n = 32u64;
+        let mut nodes: Vec<PGridNode> = (1..=n)
+            .map(|i| PGridNode::new(PGridPeer::new(NodeId(i)), config.clone(), 500, 0))
+            .collect();
+        let keys: Vec<[u8; 32]> = (0..400).map(|_| rng.r#gen()).collect();
+        for node in &mut nodes {
+            for k in &keys {
+                node.store_value(*k, k[..4].to_vec());
+            }
+            while node.poll_event().is_some() {}
+        }
+        let none = HashSet::new();
+        let mut now = 0;
+        for _ in 0..30 {
+            for i in 0..n {
+                let j = (i + rng.gen_range(1..n)) % n;
+                nodes[i as usize].meet(now, NodeId(j + 1));
+            }
+            run(&mut nodes, &none, &mut now, &mut rng);
+            now += 1000;
+        }
+        let paths: HashSet<_> = nodes.iter().map(|n| n.peer().path()).collect();
+        assert!(paths.len() >= 4, "only {} distinct paths", paths.len());
+        for k in &keys {
+            assert!(
+                nodes.iter().any(|n| n.peer().responsible_for(key_bits(k))),
+                "key {} not covered by any path",
+                hex::encode(k)
+            );
+        }
+        assert!(nodes.iter().all(|n| n.exchange_count() > 0));
+        for k in keys.iter().take(50) {
+            let id = nodes[0].get(now, *k, &Flat, &mut rng);
+            let events = run(&mut nodes, &none, &mut now, &mut rng);
+            match &events[..] {
+                [Event::Done { id: got, answer }] if *got == id => {
+                    assert_eq!(answer.values, vec![k[..4].to_vec()]);
+                }
+                other => panic!("get {}: {other:?}", hex::encode(k)),
+            }
+        }
     }
 
     #[test]

@@ -601,6 +601,71 @@ impl Standing {
     }
 }
 
+/// A reputation message between peers, carried by the overlay wire
+/// ([`super::wire`], which bounds every list and refuses non-finite,
+/// negative or out-of-range numbers). Epochs are the score managers'
+/// aggregation periods; every message names its epoch, so a late one from
+/// the previous epoch is recognised and dropped.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Message {
+    /// A rater's opinions ([`LocalTrust::report`]), sent by the rater to
+    /// each of its own score managers once per epoch.
+    Report {
+        /// The epoch the row is for.
+        epoch: u32,
+        /// The normalised row.
+        row: TrustRow,
+    },
+    /// PowerTrust's look-ahead walk ([`look_ahead`]): a rater asks each
+    /// peer its row trusts for that peer's walk row of `epoch`.
+    RowRequest {
+        /// The epoch whose row is wanted.
+        epoch: u32,
+    },
+    /// The answer to a [`Message::RowRequest`]: the sender's walk row
+    /// ([`TrustRow::walk`]), shares summing to one.
+    RowReply {
+        /// The epoch asked for.
+        epoch: u32,
+        /// `(peer, share)`, shares in `[0, 1]`.
+        row: Vec<(NodeId, f64)>,
+    },
+    /// One round of the distributed walk ([`iterate`]): a score manager
+    /// sends the current scores of the raters it manages (their
+    /// contribution to the next round) to the managers of the peers those
+    /// raters rated, one batch per destination manager (split over several
+    /// messages of the same round when it is longer than the wire allows).
+    Scores {
+        /// The epoch of the walk.
+        epoch: u32,
+        /// The round of the walk the scores are the result of.
+        round: u16,
+        /// `(rater, score)`, scores finite and non-negative.
+        scores: Vec<(NodeId, f64)>,
+    },
+    /// A reader (a peer choosing references, holders or replicas) asks
+    /// one score manager of each of `peers` for their standing.
+    StandingQuery {
+        /// The peers asked about.
+        peers: Vec<NodeId>,
+    },
+    /// A manager's answer to a [`Message::StandingQuery`]; the reader
+    /// takes the median over the managers ([`Standing::median_of`]).
+    StandingAnswer {
+        /// The standing of each peer asked about that the manager manages.
+        standings: Vec<(NodeId, Standing)>,
+    },
+    /// At the end of an epoch, each manager offers its best-scored
+    /// managed peers as the next power nodes ([`power_nodes`]); the offers
+    /// are merged into the ranking.
+    PowerOffer {
+        /// The epoch whose scores rank the candidates.
+        epoch: u32,
+        /// `(peer, score)`, best first, scores finite and non-negative.
+        candidates: Vec<(NodeId, f64)>,
+    },
+}
+
 /// A candidate peer for a request: a reference, a holder, a replica.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Candidate {

@@ -189,6 +189,7 @@ pub fn run_coords(
     let ids: Vec<_> = (0..n).map(node_id).collect();
     let anchors = k_medoids(n, opts.landmarks.min(n), &true_rtt, &mut rng);
     let mut config = Config::wan();
+    config.pgrid_exchange_interval = None;
     config.probe_interval = opts.probe_interval;
     // Acks must be able to arrive within the probe period.
     config.probe_timeout = config.probe_timeout.min(opts.probe_interval.mul_f64(0.8));

@@ -326,7 +326,10 @@ pub fn run_gossip(
         v.truncate(crashes);
         v
     };
-    let config = Config::preset(opts.preset);
+    // SWIM alone: P-Grid's exchanges would add their own packets to the
+    // figures this measures.
+    let mut config = Config::preset(opts.preset);
+    config.pgrid_exchange_interval = None;
     let mut sink = |_: Duration, _: usize, _: Event| {};
     for i in 0..n {
         let seed = rng.r#gen();
@@ -413,7 +416,9 @@ pub fn run_gossip(
             until = opts.warmup;
         }
         events += net.run_until(until, &mut |at, observer, e| {
-            let Event::Membership(m) = e;
+            let Event::Membership(m) = e else {
+                return;
+            };
             match m {
                 MembershipEvent::Failed { id } | MembershipEvent::Left { id } => {
                     let Some(subject) = net_index(&ids, id) else {
