@@ -74,6 +74,26 @@ pub enum Command {
         #[arg(long)]
         key: Option<String>,
     },
+    /// This edge in the overlay: its id, coordinate, P-Grid path and
+    /// references, members by state.
+    Status {
+        /// The edge's admin API; by default the config's `admin.listen`.
+        #[arg(long)]
+        admin: Option<String>,
+        /// Print the admin API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The overlay's members as this edge sees them: state, predicted RTT,
+    /// load, reputation, gateway.
+    Peers {
+        /// The edge's admin API; by default the config's `admin.listen`.
+        #[arg(long)]
+        admin: Option<String>,
+        /// Print the admin API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Simulate the overlay with thousands of nodes on one thread, from a
     /// seed: gossip liveness, network coordinates.
     #[command(subcommand)]

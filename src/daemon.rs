@@ -12,8 +12,10 @@ use crate::config::{Config, RegistryRole};
 use crate::content::{BlockStore, StoreError};
 use crate::dns::registry::RegistryZone;
 use crate::dns::{DnsError, DnsService};
-use crate::edge::{EdgeError, EdgeService};
+use crate::edge::retrieve::Retriever;
+use crate::edge::{EdgeError, EdgeService, Fetcher};
 use crate::identity::{Identity, IdentityError};
+use crate::net::{NetError, Overlay};
 use crate::registry::service::{Registry, RegistryError};
 
 /// Why the edge stopped with an error.
@@ -41,6 +43,9 @@ pub enum RunError {
     /// The HTTP gateway could not start.
     #[error(transparent)]
     Edge(#[from] EdgeError),
+    /// The overlay could not start.
+    #[error(transparent)]
+    Overlay(#[from] NetError),
     /// The admin listener could not be bound.
     #[error("cannot listen on admin {addr}: {source}")]
     Admin {
@@ -75,10 +80,27 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         "content store open"
     );
     let store = Arc::new(store);
+    let (retriever, overlay_task) = match &config.overlay {
+        Some(net) => {
+            let started =
+                Overlay::start(net.clone(), identity.secret_bytes(), shutdown.clone()).await?;
+            let fetcher = Fetcher::new(config.edge.fetch_timeout, config.content.max_put_bytes)
+                .only_if_cached();
+            let retriever = Arc::new(Retriever::new(started.overlay, store.clone(), fetcher));
+            tokio::spawn(crate::edge::retrieve::keep(
+                retriever.clone(),
+                started.stored,
+                shutdown.clone(),
+            ));
+            (Some(retriever), Some(started.task))
+        }
+        None => (None, None),
+    };
     let edge = EdgeService::start(
         &config.edge,
         store.clone(),
         metrics.clone(),
+        retriever.clone(),
         shutdown.clone(),
     )?;
     let registry_zone = registry
@@ -113,6 +135,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
                 metrics.clone(),
                 registry.clone(),
                 Some((store.clone(), config.content.max_put_bytes)),
+                retriever.clone(),
                 shutdown.clone(),
             )
             .await
@@ -132,6 +155,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     }
     if let Some(edge) = edge {
         edge.stopped().await;
+    }
+    if let Some(task) = overlay_task {
+        let _ = task.await;
     }
     tracing::info!("stopped");
     Ok(())

@@ -28,6 +28,12 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// The Ed25519 secret, for the libp2p identity (the same key, so the
+    /// PeerId names this node).
+    pub fn secret_bytes(&self) -> [u8; 32] {
+        self.key.to_bytes()
+    }
+
     /// Loads `DATA_DIR/node.key`, or makes it if it does not exist.
     pub fn load_or_create(data_dir: &Path) -> Result<Self, IdentityError> {
         let path = data_dir.join("node.key");

@@ -13,6 +13,7 @@ pub mod dns;
 pub mod edge;
 pub mod fsutil;
 pub mod identity;
+pub mod net;
 pub mod overlay;
 pub mod registry;
 pub mod sim;

@@ -106,11 +106,39 @@ fn main() -> anyhow::Result<()> {
                 );
             }
         }
+        Command::Status { admin, json } => show_overlay(admin.as_deref(), json, false, &config)?,
+        Command::Peers { admin, json } => show_overlay(admin.as_deref(), json, true, &config)?,
         Command::Chain { command, admin } => {
             let admin = admin_client(admin.as_deref(), &config)?;
             let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
             runtime.block_on(gridedge::registry::client::run_chain(command, &admin))?;
         }
+    }
+    Ok(())
+}
+
+/// `gridedge status` and `gridedge peers`: the overlay's state from the
+/// running edge's admin API.
+fn show_overlay(
+    admin: Option<&str>,
+    json: bool,
+    peers: bool,
+    config: &Config,
+) -> anyhow::Result<()> {
+    let admin = admin_client(admin, config)?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    let response = runtime.block_on(admin.get("/overlay/status"))?;
+    if !response.status.is_success() {
+        anyhow::bail!("the edge answered {}: {}", response.status, response.text());
+    }
+    let status: gridedge::net::Status = serde_json::from_slice(&response.body)
+        .context("the edge's /overlay/status is not a status")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else if peers {
+        print!("{}", gridedge::net::show::render_peers(&status));
+    } else {
+        print!("{}", gridedge::net::show::render_status(&status));
     }
     Ok(())
 }

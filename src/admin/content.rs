@@ -4,7 +4,8 @@
 //!
 //! | route | does |
 //! | --- | --- |
-//! | `POST /content?pin=true` | a CAR v1 body (streamed, at most `content.max_put_bytes`): every block checked against its CID, the DAG of each root complete, then stored (and pinned) |
+//! | `POST /content?pin=true` | a CAR v1 body (streamed, at most `content.max_put_bytes`): every block checked against its CID, the DAG of each root complete, then stored (and pinned), then published to the overlay (this edge announced as a holder, the CID put at the responsible peers, which fetch and keep it) |
+//! | `GET /overlay/status` | the overlay's members, coordinates, reputation and this node's P-Grid path, as JSON (`gridedge status`, `gridedge peers`) |
 
 use std::io;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio_util::io::{StreamReader, SyncIoBridge};
@@ -24,6 +25,7 @@ use crate::admin::Metrics;
 use crate::content::BlockStore;
 use crate::content::car::{self, CarError, CarImportOptions};
 use crate::content::store::StoreError;
+use crate::edge::retrieve::Retriever;
 
 /// What the content routes share.
 #[derive(Clone)]
@@ -31,19 +33,42 @@ struct ContentState {
     store: Arc<BlockStore>,
     metrics: Arc<Metrics>,
     max_put_bytes: u64,
+    retriever: Option<Arc<Retriever>>,
 }
 
-/// The content routes.
-pub fn routes(store: Arc<BlockStore>, metrics: Arc<Metrics>, max_put_bytes: u64) -> Router {
+/// The content and overlay routes; `retriever` is `None` when the overlay
+/// is off (puts stay local).
+pub fn routes(
+    store: Arc<BlockStore>,
+    metrics: Arc<Metrics>,
+    max_put_bytes: u64,
+    retriever: Option<Arc<Retriever>>,
+) -> Router {
     Router::new()
         .route("/content", post(put))
+        .route("/overlay/status", get(overlay_status))
         // The body is streamed and bounded below, not buffered by axum.
         .layer(DefaultBodyLimit::disable())
         .with_state(ContentState {
             store,
             metrics,
             max_put_bytes,
+            retriever,
         })
+}
+
+async fn overlay_status(State(state): State<ContentState>) -> Response {
+    let Some(retriever) = &state.retriever else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the overlay is off (overlay.listen is empty)\n",
+        )
+            .into_response();
+    };
+    match retriever.overlay().status().await {
+        Ok(status) => Json(status).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -59,6 +84,11 @@ pub struct PutReply {
     pub roots: Vec<String>,
     /// Whether they were pinned.
     pub pinned: bool,
+    /// Whether every root was published to the overlay (false when the
+    /// overlay is off or its lookup failed; the object is stored here
+    /// either way).
+    #[serde(default)]
+    pub published: bool,
 }
 
 /// A refusal: status, `{"error", "reason"}`.
@@ -171,12 +201,20 @@ async fn put(
     match result {
         Ok(roots) => {
             state.metrics.content_put("stored");
+            let mut published = state.retriever.is_some();
             for root in &roots {
                 tracing::info!(%root, pinned = pin, "content put");
+                if let Some(retriever) = &state.retriever
+                    && let Err(e) = retriever.publish(root).await
+                {
+                    tracing::warn!(%root, error = %e, "content put: not published to the overlay");
+                    published = false;
+                }
             }
             Ok(Json(PutReply {
                 roots: roots.iter().map(ToString::to_string).collect(),
                 pinned: pin,
+                published,
             }))
         }
         Err(e) => {

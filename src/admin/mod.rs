@@ -27,6 +27,7 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     registry: Option<Arc<crate::registry::service::Registry>>,
     content: Option<(Arc<crate::content::BlockStore>, u64)>,
+    retriever: Option<Arc<crate::edge::retrieve::Retriever>>,
     shutdown: CancellationToken,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -39,7 +40,7 @@ pub async fn serve(
         app = app.merge(registry::routes(registry));
     }
     if let Some((store, max_put_bytes)) = content {
-        app = app.merge(content::routes(store, metrics, max_put_bytes));
+        app = app.merge(content::routes(store, metrics, max_put_bytes, retriever));
     }
     Ok(tokio::spawn(async move {
         let served = axum::serve(listener, app)

@@ -53,6 +53,8 @@ pub struct Config {
     pub registry: Option<RegistryConfig>,
     pub content: ContentConfig,
     pub edge: EdgeConfig,
+    /// The overlay; `None` when `overlay.listen` is empty.
+    pub overlay: Option<crate::net::NetConfig>,
 }
 
 /// Logging.
@@ -276,10 +278,86 @@ impl RawConfig {
             },
             registry,
             content,
+            overlay: validate_overlay(self.overlay, self.edge.http_listen.trim())?,
             edge: validate_edge(self.edge)?,
             data_dir,
         })
     }
+}
+
+fn validate_overlay(
+    raw: raw::RawOverlay,
+    http_listen: &str,
+) -> Result<Option<crate::net::NetConfig>, ConfigError> {
+    use libp2p::Multiaddr;
+    let addrs = |key: &'static str, list: &[String]| -> Result<Vec<Multiaddr>, ConfigError> {
+        list.iter()
+            .map(|a| {
+                a.parse::<Multiaddr>().map_err(|e| {
+                    invalid(
+                        key,
+                        format!("`{a}` is not a multiaddr like /ip4/127.0.0.1/tcp/4100: {e}"),
+                    )
+                })
+            })
+            .collect()
+    };
+    let listen = addrs("overlay.listen", &raw.listen)?;
+    let bootstrap = addrs("overlay.bootstrap", &raw.bootstrap)?;
+    if listen.is_empty() {
+        return Ok(None);
+    }
+    // One peer of a path keeps every object at 1; past 16 every replica
+    // of a default path (max_replicas) would.
+    if !(1..=16).contains(&raw.replication) {
+        return Err(invalid("overlay.replication", "must be in 1..=16"));
+    }
+    if !(1..=100_000).contains(&raw.max_connections) {
+        return Err(invalid("overlay.max_connections", "must be in 1..=100000"));
+    }
+    if !(1..=8).contains(&raw.max_connections_per_peer) {
+        return Err(invalid(
+            "overlay.max_connections_per_peer",
+            "must be in 1..=8",
+        ));
+    }
+    if !(1..=300).contains(&raw.request_timeout_secs) {
+        return Err(invalid(
+            "overlay.request_timeout_secs",
+            "must be in 1..=300",
+        ));
+    }
+    let http_url = match raw.advertise_http {
+        Some(url) => {
+            crate::edge::fetch::PeerUrl::parse(&url)
+                .map_err(|e| invalid("overlay.advertise_http", format!("`{url}`: {e}")))?;
+            Some(url)
+        }
+        None => match http_listen.parse::<SocketAddr>() {
+            // An unspecified address cannot be fetched from; say which.
+            Ok(addr) if addr.ip().is_unspecified() => {
+                return Err(invalid(
+                    "overlay.advertise_http",
+                    "edge.http_listen is a wildcard address; set the URL other edges reach this gateway at",
+                ));
+            }
+            Ok(addr) => Some(format!("http://{addr}")),
+            Err(_) => None,
+        },
+    };
+    Ok(Some(crate::net::NetConfig {
+        listen,
+        bootstrap,
+        preset: raw.preset,
+        limits: crate::net::behaviour::Limits {
+            max_connections: raw.max_connections,
+            max_connections_per_peer: raw.max_connections_per_peer,
+            request_timeout: Duration::from_secs(raw.request_timeout_secs),
+            max_streams: 256,
+        },
+        http_url,
+        replication: raw.replication,
+    }))
 }
 
 fn validate_edge(raw: raw::RawEdge) -> Result<EdgeConfig, ConfigError> {

@@ -18,6 +18,7 @@ pub struct RawConfig {
     pub registry: RawRegistry,
     pub content: RawContent,
     pub edge: RawEdge,
+    pub overlay: RawOverlay,
 }
 
 impl Default for RawConfig {
@@ -30,6 +31,7 @@ impl Default for RawConfig {
             registry: RawRegistry::default(),
             content: RawContent::default(),
             edge: RawEdge::default(),
+            overlay: RawOverlay::default(),
         }
     }
 }
@@ -264,6 +266,37 @@ impl Default for RawEdge {
             max_concurrent_requests: 256,
             idle_timeout_secs: 30,
             fetch_timeout_secs: 30,
+        }
+    }
+}
+
+/// `[overlay]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawOverlay {
+    /// libp2p multiaddrs; empty turns the overlay off.
+    pub listen: Vec<String>,
+    pub bootstrap: Vec<String>,
+    pub preset: crate::overlay::Preset,
+    /// The gateway URL told to other edges; by default from `edge.http_listen`.
+    pub advertise_http: Option<String>,
+    pub replication: usize,
+    pub max_connections: u32,
+    pub max_connections_per_peer: u32,
+    pub request_timeout_secs: u64,
+}
+
+impl Default for RawOverlay {
+    fn default() -> Self {
+        Self {
+            listen: vec!["/ip4/127.0.0.1/tcp/4100".into()],
+            bootstrap: Vec::new(),
+            preset: crate::overlay::Preset::Lan,
+            advertise_http: None,
+            replication: 3,
+            max_connections: 256,
+            max_connections_per_peer: 2,
+            request_timeout_secs: 10,
         }
     }
 }

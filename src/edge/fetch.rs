@@ -279,6 +279,7 @@ pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
 pub struct Fetcher {
     idle_timeout: Duration,
     max_bytes: u64,
+    only_if_cached: bool,
 }
 
 impl Fetcher {
@@ -288,7 +289,16 @@ impl Fetcher {
         Fetcher {
             idle_timeout,
             max_bytes,
+            only_if_cached: false,
         }
+    }
+
+    /// Asks with `Cache-Control: only-if-cached` (RFC 9111 section
+    /// 5.2.1.7): the peer answers from what it has and does not fetch on a
+    /// miss itself, so an edge asking a holder starts no chain of fetches.
+    pub fn only_if_cached(mut self) -> Fetcher {
+        self.only_if_cached = true;
+        self
     }
 
     /// Fetches the whole DAG under `root` from `peer` into `store`,
@@ -384,11 +394,13 @@ impl Fetcher {
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        let request = Request::get(path)
+        let mut request = Request::get(path)
             .header(hyper::header::HOST, &peer.authority)
-            .header(hyper::header::ACCEPT, accept)
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| http(&e))?;
+            .header(hyper::header::ACCEPT, accept);
+        if self.only_if_cached {
+            request = request.header(hyper::header::CACHE_CONTROL, "only-if-cached");
+        }
+        let request = request.body(Empty::<Bytes>::new()).map_err(|e| http(&e))?;
         tokio::time::timeout(self.idle_timeout, sender.send_request(request))
             .await
             .map_err(|_| timeout("waiting for the response"))?

@@ -28,6 +28,7 @@ use crate::content::store::StoreError;
 use crate::content::{BlockStore, Cid, Reader, car, list_dir, stat};
 use crate::edge::mime;
 use crate::edge::request::{self, DagScope, Format, GatewayRequest, RangeOutcome};
+use crate::edge::retrieve::{RetrieveError, Retriever};
 
 /// Immutable content may be cached for as long as HTTP caches allow: a
 /// CID names the same bytes forever (the value kubo and the spec use).
@@ -52,22 +53,28 @@ pub struct Gateway {
     metrics: Arc<Metrics>,
     permits: Arc<Semaphore>,
     idle_timeout: Duration,
+    retriever: Option<Arc<Retriever>>,
 }
 
 impl Gateway {
     /// A gateway over `store` that serves at most `max_concurrent`
     /// requests at once.
+    /// With a `retriever`, an object not in the store is fetched from
+    /// the edges that hold it first (unless the request says
+    /// `Cache-Control: only-if-cached`, as edges asking each other do).
     pub fn new(
         store: Arc<BlockStore>,
         metrics: Arc<Metrics>,
         max_concurrent: usize,
         idle_timeout: Duration,
+        retriever: Option<Arc<Retriever>>,
     ) -> Gateway {
         Gateway {
             store,
             metrics,
             permits: Arc::new(Semaphore::new(max_concurrent)),
             idle_timeout,
+            retriever,
         }
     }
 }
@@ -266,6 +273,8 @@ struct Headers {
     accept: Option<String>,
     range: Option<String>,
     if_none_match: Option<String>,
+    /// `Cache-Control: only-if-cached`: answer from the store only.
+    only_if_cached: bool,
 }
 
 impl Gateway {
@@ -280,6 +289,20 @@ impl Gateway {
                 return reply;
             }
         };
+        if let Some(retriever) = &self.retriever
+            && !h.only_if_cached
+            && !self.store.has(&req.root)
+        {
+            match retriever.fetch(&req.root, false).await {
+                Ok(_) => {}
+                Err(RetrieveError::NoHolders { .. }) => {}
+                Err(e) => {
+                    // The holders failed: a gateway error (RFC 9110
+                    // 15.6.3), not a 404, since the object exists.
+                    return Reply::error("other", 502, &e);
+                }
+            }
+        }
         let path = h.path_and_query.split('?').next().unwrap_or("");
         match req.format {
             Format::Raw => self.raw(req, path, h).await,
@@ -679,6 +702,10 @@ impl HttpServerApp for Gateway {
             accept: text("accept"),
             range: text("range"),
             if_none_match: text("if-none-match"),
+            only_if_cached: text("cache-control").is_some_and(|v| {
+                v.split(',')
+                    .any(|d| d.trim().eq_ignore_ascii_case("only-if-cached"))
+            }),
         };
         let head = method == "HEAD";
         // A request with a body is not one the gateway takes; close rather

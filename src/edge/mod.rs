@@ -9,6 +9,7 @@
 //! | `gateway.rs` | the pingora `HttpServerApp` that answers from the block store |
 //! | `mime.rs` | content types for deserialized files |
 //! | `fetch.rs` | `Fetcher`: a DAG or a block from a peer edge, every block checked |
+//! | `retrieve.rs` | `Retriever`: an object from the holders the overlay names, nearest first; the replicas this edge keeps |
 //! | `client.rs` | `gridedge put` and `gridedge get` |
 //!
 //! ## How pingora runs inside `gridedge run`
@@ -32,6 +33,7 @@ pub mod fetch;
 pub mod gateway;
 pub mod mime;
 pub mod request;
+pub mod retrieve;
 
 use std::net::SocketAddr;
 use std::os::fd::IntoRawFd;
@@ -86,6 +88,7 @@ impl EdgeService {
         config: &EdgeConfig,
         store: Arc<BlockStore>,
         metrics: Arc<Metrics>,
+        retriever: Option<Arc<retrieve::Retriever>>,
         shutdown: CancellationToken,
     ) -> Result<Option<EdgeService>, EdgeError> {
         let Some(addr) = config.http_listen else {
@@ -104,6 +107,7 @@ impl EdgeService {
             metrics,
             config.max_concurrent_requests,
             config.idle_timeout,
+            retriever,
         );
         let key = bound.to_string();
         let mut service = Service::new("gateway".into(), gateway);

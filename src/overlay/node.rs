@@ -437,6 +437,21 @@ impl Node {
         Some(estimate_rtt(&self.coords.peer_coord(), &theirs))
     }
 
+    /// `peer` as a candidate for a request (a holder to fetch from): its
+    /// predicted RTT (a peer with no coordinate sorts as far), load and
+    /// reputation, for [`super::trust::rank_candidates`].
+    pub fn candidate(&self, now: Instant, peer: NodeId) -> super::trust::Candidate {
+        super::trust::Candidate {
+            peer,
+            rtt_ms: self
+                .estimate_rtt_to(peer)
+                .map_or(UNKNOWN_RTT_MS, |d| d.as_secs_f64() * 1000.0),
+            load: self.peers.get(&peer).map(|p| p.load).unwrap_or_default(),
+            standing: self.pgrid.standing(peer),
+            locally_bad: self.pgrid.locally_bad(self.ms(now), peer),
+        }
+    }
+
     /// The state and incarnation of member `id`, if known.
     pub fn member(&self, id: NodeId) -> Option<(MemberState, Incarnation)> {
         self.swim.member(id)

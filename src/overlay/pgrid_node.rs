@@ -350,6 +350,11 @@ impl PGridNode {
         self.limited
     }
 
+    /// Whether this node's own recent dealings with `peer` were bad.
+    pub fn locally_bad(&self, now_ms: u64, peer: NodeId) -> bool {
+        self.trust.locally_bad(now_ms, peer)
+    }
+
     /// Whether `peer` may be asked or named: not in bad standing, and not
     /// bad in this node's own recent dealings.
     fn usable(&self, now_ms: u64, peer: NodeId) -> bool {

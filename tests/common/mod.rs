@@ -33,6 +33,8 @@ pub struct Edge {
     pub doh: SocketAddr,
     /// The HTTP gateway (`[edge] http_listen`).
     pub http: SocketAddr,
+    /// The overlay's listen address (`[overlay] listen`), a multiaddr.
+    pub overlay: String,
     log: PathBuf,
 }
 
@@ -43,6 +45,7 @@ pub struct EdgeBuilder {
     extra: String,
     dns_extra: String,
     edge_extra: String,
+    overlay_extra: String,
     tls: bool,
 }
 
@@ -54,6 +57,7 @@ impl EdgeBuilder {
             extra: String::new(),
             dns_extra: String::new(),
             edge_extra: String::new(),
+            overlay_extra: String::new(),
             tls: false,
         }
     }
@@ -77,6 +81,12 @@ impl EdgeBuilder {
     pub fn edge(mut self, toml: &str) -> Self {
         self.edge_extra.push_str(toml);
         self.edge_extra.push('\n');
+        self
+    }
+    /// Extra keys for the `[overlay]` table (`bootstrap = [...]`).
+    pub fn overlay(mut self, toml: &str) -> Self {
+        self.overlay_extra.push_str(toml);
+        self.overlay_extra.push('\n');
         self
     }
     /// Extra tables appended to the config.
@@ -103,6 +113,7 @@ impl EdgeBuilder {
         let dot: SocketAddr = format!("{ip}:{}", free_port(ip)).parse().unwrap();
         let doh: SocketAddr = format!("{ip}:{}", free_port(ip)).parse().unwrap();
         let http: SocketAddr = format!("{ip}:{}", free_port(ip)).parse().unwrap();
+        let overlay = format!("/ip4/{ip}/tcp/{}", free_port(ip));
         let data = dir.path().join("data");
         if self.tls {
             let out = gridedge(&["cert", "dev", "--data-dir", data.to_str().unwrap()]);
@@ -116,8 +127,9 @@ impl EdgeBuilder {
             "data_dir = {data:?}\n[log]\nlevel = \"info,gridedge=debug\"\n\
              [dns]\nlisten_udp = [\"{dns}\"]\nlisten_tcp = [\"{dns}\"]\n\
              listen_tls = [\"{dot}\"]\nlisten_https = [\"{doh}\"]\nzones_dir = {zones:?}\n{}\n\
-             [admin]\nlisten = \"{admin}\"\n[edge]\nhttp_listen = \"{http}\"\n{}\n{}",
-            self.dns_extra, self.edge_extra, self.extra
+             [admin]\nlisten = \"{admin}\"\n[edge]\nhttp_listen = \"{http}\"\n{}\n\
+             [overlay]\nlisten = [\"{overlay}\"]\n{}\n{}",
+            self.dns_extra, self.edge_extra, self.overlay_extra, self.extra
         );
         let config_path = dir.path().join("gridedge.toml");
         std::fs::write(&config_path, config).unwrap();
@@ -132,6 +144,7 @@ impl EdgeBuilder {
             dot,
             doh,
             http,
+            overlay,
             log,
         };
         edge.wait_ready();
