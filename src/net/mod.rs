@@ -219,6 +219,10 @@ pub struct MemberView {
     pub served_bytes_per_s: u64,
     /// Reputation: `unknown`, `good` or `bad`.
     pub standing: String,
+    /// This edge's own recent dealings with it were bad (wrong hashes,
+    /// timeouts): it is skipped as a holder and a next hop.
+    #[serde(default)]
+    pub locally_bad: bool,
     /// Its gateway, from its hello.
     pub http: Option<String>,
     /// Whether a connection is open.
@@ -881,6 +885,7 @@ impl Driver {
                     crate::overlay::trust::Standing::Bad => "bad",
                 }
                 .into(),
+                locally_bad: self.node.candidate(Instant::now(), node).locally_bad,
                 http: self.http_of(node).map(str::to_owned),
                 connected: peer.is_some_and(|p| self.connected.contains(p)),
             });

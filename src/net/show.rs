@@ -83,7 +83,7 @@ pub fn render_peers(s: &Status) -> String {
             rtt,
             m.requests_in_flight,
             m.served_bytes_per_s,
-            m.standing,
+            if m.locally_bad { "bad*" } else { &m.standing },
             if m.connected { "yes" } else { "no" },
             m.http.as_deref().unwrap_or("-")
         );

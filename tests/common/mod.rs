@@ -170,6 +170,12 @@ impl Edge {
     /// Kills the edge with SIGKILL (no chance to clean up), then starts it
     /// again on the same config and data, and waits until it is ready.
     pub fn kill9_and_restart(&mut self) {
+        self.kill9();
+        self.restart();
+    }
+
+    /// Kills the edge with SIGKILL and waits for it to be gone.
+    pub fn kill9(&mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
         // A marker so wait_ready looks for the new process's "ready".
@@ -178,6 +184,11 @@ impl Edge {
             .open(&self.log)
             .and_then(|mut f| writeln!(f, "--- killed with SIGKILL ---"))
             .unwrap();
+    }
+
+    /// Starts a killed edge again on the same config and data, and waits
+    /// until it is ready.
+    pub fn restart(&mut self) {
         self.child = spawn_edge(&self.config, &self.log);
         self.wait_ready();
     }

@@ -1,0 +1,421 @@
+//! Edges that meet for real: several `gridedge run` processes on
+//! 127.0.x.y find each other from one bootstrap address over libp2p, agree
+//! on membership, and put and get objects across the overlay: replicas
+//! keep an object when the edges holding it are killed with SIGKILL, a
+//! holder that serves corrupt blocks is rated down and avoided, and a
+//! private object's blocks on other edges hold no plaintext.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::Output;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Edge, EdgeBuilder, gridedge};
+use gridedge::net::Status;
+
+/// Bytes that do not compress or repeat, so every leaf is distinct.
+fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "command failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `gridedge put ARGS… --admin EDGE`: the output lines (CID, key).
+fn put(edge: &Edge, args: &[&str]) -> Vec<String> {
+    let mut all = vec!["put"];
+    all.extend_from_slice(args);
+    let url = edge.admin_url();
+    all.extend_from_slice(&["--admin", &url]);
+    ok(gridedge(&all)).lines().map(str::to_owned).collect()
+}
+
+/// `gridedge get CID -o OUT --from EDGE's gateway`, which fetches from the
+/// overlay on a miss.
+fn get(edge: &Edge, cid: &str, out: &Path) -> Output {
+    let url = edge.http_url();
+    gridedge(&["get", cid, "-o", out.to_str().unwrap(), "--from", &url])
+}
+
+fn status(edge: &Edge) -> Option<Status> {
+    let out = gridedge(&["status", "--json", "--admin", &edge.admin_url()]);
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    start.elapsed()
+}
+
+/// Whether `edge` has the whole object itself: the gateway is asked with
+/// `Cache-Control: only-if-cached`, as edges ask each other, so it does
+/// not fetch on a miss.
+fn holds(addr: SocketAddr, cid: &str) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
+        return false;
+    };
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET /ipfs/{cid}?format=car HTTP/1.1\r\nHost: {addr}\r\n\
+         Cache-Control: only-if-cached\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = Vec::new();
+    let _ = s.read_to_end(&mut response);
+    // A CAR streamed whole ends with its last block; a cut one is not a
+    // 200 that ended cleanly, but a store missing blocks answers 404 first.
+    response.starts_with(b"HTTP/1.1 200")
+}
+
+/// Starts `n` edges on `127.0.NET.1..=n`, every one after the first
+/// bootstrapping from the first's overlay address only.
+fn cluster(net: u8, n: u8, overlay: &str) -> Vec<Edge> {
+    let first = EdgeBuilder::new()
+        .ip(&format!("127.0.{net}.1"))
+        .overlay(overlay)
+        .start();
+    let bootstrap = format!("bootstrap = [\"{}\"]", first.overlay);
+    let mut edges = vec![first];
+    for i in 2..=n {
+        edges.push(
+            EdgeBuilder::new()
+                .ip(&format!("127.0.{net}.{i}"))
+                .overlay(&bootstrap)
+                .overlay(overlay)
+                .start(),
+        );
+    }
+    edges
+}
+
+/// Waits until every edge sees every other alive with its gateway known;
+/// returns how long that took.
+fn converge(edges: &[Edge]) -> Duration {
+    let want = edges.len() - 1;
+    wait_for("membership to converge", Duration::from_secs(60), || {
+        edges.iter().all(|e| {
+            status(e).is_some_and(|s| {
+                s.members
+                    .iter()
+                    .filter(|m| m.state == "alive" && m.http.is_some())
+                    .count()
+                    == want
+            })
+        })
+    })
+}
+
+fn tree_equal(a: &Path, b: &Path) {
+    let mut names_a: Vec<_> = std::fs::read_dir(a)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    let mut names_b: Vec<_> = std::fs::read_dir(b)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names_a.sort();
+    names_b.sort();
+    assert_eq!(names_a, names_b, "{} vs {}", a.display(), b.display());
+    for name in names_a {
+        let (x, y) = (a.join(&name), b.join(&name));
+        if x.is_dir() {
+            tree_equal(&x, &y);
+        } else {
+            assert_eq!(
+                std::fs::read(&x).unwrap(),
+                std::fs::read(&y).unwrap(),
+                "{}",
+                x.display()
+            );
+        }
+    }
+}
+
+/// Every file under `dir`, read whole.
+fn files_under(dir: &Path) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries {
+        let path = e.unwrap().path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else if let Ok(data) = std::fs::read(&path) {
+            out.push(data);
+        }
+    }
+    out
+}
+
+#[test]
+fn seven_edges_meet_share_objects_and_survive_the_loss_of_holders() {
+    let mut edges = cluster(21, 7, "");
+    let took = converge(&edges);
+    eprintln!("7 edges converged on membership in {took:?}");
+    for e in &edges {
+        let s = status(e).unwrap();
+        assert_eq!(s.counters.decode_errors, 0, "{}", e.log());
+        assert!(
+            s.pgrid.exchanges > 0,
+            "no P-Grid exchange yet on {}",
+            s.node_id
+        );
+    }
+
+    // A file and a folder put on one edge come out identical everywhere.
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("data.bin");
+    let data = pseudo_random(3 * 1024 * 1024 + 123, 1);
+    std::fs::write(&file, &data).unwrap();
+    let folder = work.path().join("site");
+    std::fs::create_dir_all(folder.join("img/deep")).unwrap();
+    std::fs::write(folder.join("index.html"), b"<h1>gridedge</h1>\n").unwrap();
+    std::fs::write(folder.join("img/a.bin"), pseudo_random(300 * 1024, 2)).unwrap();
+    std::fs::write(folder.join("img/deep/b.txt"), b"deep\n").unwrap();
+    let file_cid = put(&edges[0], &[file.to_str().unwrap(), "--pin"])[0].clone();
+    let dir_cid = put(&edges[0], &[folder.to_str().unwrap(), "--pin"])[0].clone();
+    for (i, e) in edges.iter().enumerate().skip(1) {
+        let out = work.path().join(format!("file-{i}"));
+        ok(get(e, &file_cid, &out));
+        assert!(
+            std::fs::read(&out).unwrap() == data,
+            "edge {i}: file differs"
+        );
+        let out = work.path().join(format!("dir-{i}"));
+        ok(get(e, &dir_cid, &out));
+        tree_equal(&folder, &out);
+        assert!(
+            holds(e.http, &file_cid),
+            "edge {i} did not keep what it fetched"
+        );
+    }
+
+    // A new object: the origin and the replicas that keep it hold it.
+    let kept = work.path().join("kept.bin");
+    let kept_data = pseudo_random(600 * 1024, 3);
+    std::fs::write(&kept, &kept_data).unwrap();
+    let kept_cid = put(&edges[0], &[kept.to_str().unwrap(), "--pin"])[0].clone();
+    let holders = || -> Vec<usize> {
+        (0..edges.len())
+            .filter(|&i| holds(edges[i].http, &kept_cid))
+            .collect()
+    };
+    // Replication 3: the origin and three keepers.
+    wait_for(
+        "three replicas to keep the object",
+        Duration::from_secs(30),
+        || holders().len() >= 4,
+    );
+    let holding = holders();
+    eprintln!("held by edges {holding:?}");
+    // Kill -9 every holder but one keeper, the origin among them.
+    let survivor = *holding.iter().find(|&&i| i != 0).unwrap();
+    let killed: Vec<usize> = holding.iter().copied().filter(|&i| i != survivor).collect();
+    for &i in &killed {
+        edges[i].kill9();
+    }
+    let asker = (0..edges.len())
+        .find(|i| !holding.contains(i))
+        .expect("an edge that does not hold it");
+    let out = work.path().join("kept-after-kill");
+    ok(get(&edges[asker], &kept_cid, &out));
+    assert!(std::fs::read(&out).unwrap() == kept_data);
+    // Restarted, the killed edges still hold everything they had.
+    for &i in &killed {
+        edges[i].restart();
+    }
+    for &i in &killed {
+        assert!(holds(edges[i].http, &kept_cid), "edge {i} lost the object");
+        assert!(holds(edges[i].http, &file_cid), "edge {i} lost the file");
+    }
+
+    // A private object: its blocks on another edge are noise.
+    let secret = work.path().join("secret.txt");
+    let plaintext = b"the plaintext of a private object, which no edge may see".repeat(64);
+    std::fs::write(&secret, &plaintext).unwrap();
+    let lines = put(&edges[1], &["--encrypt", secret.to_str().unwrap()]);
+    let (cid, key) = (&lines[0], lines[1].trim_start_matches("key: "));
+    let reader = &edges[asker];
+    let out = work.path().join("secret-noise");
+    ok(get(reader, cid, &out));
+    let noise = std::fs::read(&out).unwrap();
+    assert!(!noise.windows(32).any(|w| plaintext.starts_with(w)));
+    let needle = &plaintext[..32];
+    for block in files_under(&reader.data_dir().join("content")) {
+        assert!(
+            !block.windows(needle.len()).any(|w| w == needle),
+            "plaintext found in a block on the other edge"
+        );
+    }
+    let url = reader.http_url();
+    let out = work.path().join("secret-clear");
+    ok(gridedge(&[
+        "get",
+        cid,
+        "-o",
+        out.to_str().unwrap(),
+        "--from",
+        &url,
+        "--key",
+        key,
+    ]));
+    assert_eq!(std::fs::read(&out).unwrap(), plaintext);
+}
+
+/// A CAR server that answers every request with the real CAR of the object
+/// it was given, one byte of its last block flipped; counts requests.
+fn corrupt_server(ip: &str, car: Vec<u8>, hits: Arc<AtomicUsize>) -> SocketAddr {
+    let listener = TcpListener::bind((ip, 0)).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut bad = car;
+    let last = bad.len() - 1;
+    bad[last] ^= 0x55;
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            hits.fetch_add(1, Ordering::SeqCst);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.ipld.car; version=1\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n",
+                bad.len()
+            );
+            let _ = stream.write_all(&bad);
+        }
+    });
+    addr
+}
+
+fn fetch_car(edge: &Edge, cid: &str) -> Vec<u8> {
+    let mut s = TcpStream::connect(edge.http).unwrap();
+    write!(
+        s,
+        "GET /ipfs/{cid}?format=car HTTP/1.0\r\nHost: x\r\nCache-Control: only-if-cached\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = Vec::new();
+    s.read_to_end(&mut response).unwrap();
+    let at = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert!(response.starts_with(b"HTTP/1.1 200"));
+    response[at..].to_vec()
+}
+
+/// A peer of the overlay, run by this test with the library, that
+/// announces itself as a holder of every object and serves corrupt blocks:
+/// the edge that fetches is not fooled, rates it down, and stops asking it.
+#[test]
+fn a_holder_that_serves_corrupt_blocks_is_rated_down_and_avoided() {
+    // Replication 1 keeps the honest copies few, so the liar is often the
+    // nearest holder named.
+    let edges = cluster(22, 3, "replication = 1");
+    converge(&edges);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let work = tempfile::tempdir().unwrap();
+    // The liar's CAR server serves the first object's CAR, corrupted, for
+    // every request; every object's fetch from it fails verification.
+    let first = work.path().join("obj-0");
+    std::fs::write(&first, pseudo_random(20_000, 100)).unwrap();
+    let first_cid = put(&edges[0], &[first.to_str().unwrap()])[0].clone();
+    let car = fetch_car(&edges[0], &first_cid);
+    let server = corrupt_server("127.0.22.9", car, hits.clone());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let liar = runtime.block_on(async {
+        let mut secret = [0u8; 32];
+        secret[0] = 0x1f;
+        let config = gridedge::net::NetConfig {
+            listen: vec!["/ip4/127.0.22.9/tcp/0".parse().unwrap()],
+            bootstrap: vec![edges[0].overlay.parse().unwrap()],
+            preset: gridedge::overlay::Preset::Lan,
+            limits: gridedge::net::behaviour::Limits {
+                max_connections: 64,
+                max_connections_per_peer: 2,
+                request_timeout: Duration::from_secs(10),
+                max_streams: 64,
+            },
+            http_url: Some(format!("http://{server}")),
+            replication: 1,
+        };
+        gridedge::net::Overlay::start(config, secret, shutdown.clone())
+            .await
+            .unwrap()
+    });
+    let liar_id = liar.overlay.node_id().to_string();
+    wait_for("the edges to see the liar", Duration::from_secs(60), || {
+        edges.iter().all(|e| {
+            status(e).is_some_and(|s| {
+                s.members
+                    .iter()
+                    .any(|m| m.node_id == liar_id && m.state == "alive" && m.http.is_some())
+            })
+        })
+    });
+    let reader = &edges[2];
+    let mut hit_after_rated = None;
+    for i in 0..30u64 {
+        let path = work.path().join(format!("obj-{}", i + 1));
+        let data = pseudo_random(20_000, 101 + i);
+        std::fs::write(&path, &data).unwrap();
+        let cid = put(&edges[0], &[path.to_str().unwrap()])[0].clone();
+        let key = gridedge::net::content_key(&cid.parse().unwrap());
+        runtime.block_on(liar.overlay.announce(key)).unwrap();
+        let before = hits.load(Ordering::SeqCst);
+        let out = work.path().join(format!("got-{i}"));
+        ok(get(reader, &cid, &out));
+        assert!(std::fs::read(&out).unwrap() == data, "object {i} differs");
+        let asked = hits.load(Ordering::SeqCst) - before;
+        if let Some(rated_at) = hit_after_rated {
+            assert_eq!(
+                asked, 0,
+                "the liar was asked again at object {i}, after object {rated_at}"
+            );
+            if i >= rated_at + 5 {
+                break;
+            }
+        } else if asked > 0 {
+            let s = status(reader).unwrap();
+            let m = s.members.iter().find(|m| m.node_id == liar_id).unwrap();
+            assert!(m.locally_bad, "the liar is not rated down: {m:?}");
+            hit_after_rated = Some(i);
+        }
+    }
+    let rated_at = hit_after_rated.expect("the liar was never the nearest holder in 30 objects");
+    eprintln!("the liar was asked once, at object {rated_at}, then avoided");
+    shutdown.cancel();
+    runtime.block_on(liar.task).unwrap();
+}
