@@ -92,6 +92,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
                 started.stored,
                 shutdown.clone(),
             ));
+            tokio::spawn(retriever.clone().reannounce(shutdown.clone()));
             (Some(retriever), Some(started.task))
         }
         None => (None, None),

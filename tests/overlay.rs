@@ -370,6 +370,7 @@ fn a_holder_that_serves_corrupt_blocks_is_rated_down_and_avoided() {
             },
             http_url: Some(format!("http://{server}")),
             replication: 1,
+            keep_replicas: false,
         };
         gridedge::net::Overlay::start(config, secret, shutdown.clone())
             .await

@@ -357,6 +357,7 @@ fn validate_overlay(
         },
         http_url,
         replication: raw.replication,
+        keep_replicas: raw.keep_replicas,
     }))
 }
 

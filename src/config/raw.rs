@@ -281,6 +281,7 @@ pub struct RawOverlay {
     /// The gateway URL told to other edges; by default from `edge.http_listen`.
     pub advertise_http: Option<String>,
     pub replication: usize,
+    pub keep_replicas: bool,
     pub max_connections: u32,
     pub max_connections_per_peer: u32,
     pub request_timeout_secs: u64,
@@ -294,6 +295,7 @@ impl Default for RawOverlay {
             preset: crate::overlay::Preset::Lan,
             advertise_http: None,
             replication: 3,
+            keep_replicas: true,
             max_connections: 256,
             max_connections_per_peer: 2,
             request_timeout_secs: 10,

@@ -28,7 +28,7 @@ use crate::content::store::StoreError;
 use crate::content::{BlockStore, Cid, Reader, car, list_dir, stat};
 use crate::edge::mime;
 use crate::edge::request::{self, DagScope, Format, GatewayRequest, RangeOutcome};
-use crate::edge::retrieve::{RetrieveError, Retriever};
+use crate::edge::retrieve::{self, RetrieveError, Retriever};
 
 /// Immutable content may be cached for as long as HTTP caches allow: a
 /// CID names the same bytes forever (the value kubo and the spec use).
@@ -289,20 +289,32 @@ impl Gateway {
                 return reply;
             }
         };
-        if let Some(retriever) = &self.retriever
-            && !h.only_if_cached
-            && !self.store.has(&req.root)
-        {
-            match retriever.fetch(&req.root, false).await {
-                Ok(_) => {}
-                Err(RetrieveError::NoHolders { .. }) => {}
-                Err(e) => {
-                    // The holders failed: a gateway error (RFC 9110
-                    // 15.6.3), not a 404, since the object exists.
-                    return Reply::error("other", 502, &e);
-                }
+        let Some(retriever) = self.retriever.as_ref().filter(|_| !h.only_if_cached) else {
+            return self.serve(req, h).await;
+        };
+        let missing = !self.store.has(&req.root);
+        if missing {
+            match retriever.fetch(&req.root, false, None).await {
+                Ok(_) | Err(RetrieveError::NoHolders { .. }) => {}
+                // The holders failed: a gateway error (RFC 9110 15.6.3),
+                // not a 404, since the object exists.
+                Err(e) => return Reply::error("other", 502, &e),
             }
         }
+        let reply = self.serve(req.clone(), h).await;
+        // The root was here but a block under it was not (a fetch cut
+        // short earlier): fetch the rest and answer again, once.
+        if !missing
+            && reply.header.status.as_u16() == 404
+            && let Ok(retrieve::Retrieved::Peer { .. }) =
+                retriever.fetch(&req.root, false, None).await
+        {
+            return self.serve(req, h).await;
+        }
+        reply
+    }
+
+    async fn serve(&self, req: GatewayRequest, h: &Headers) -> Reply {
         let path = h.path_and_query.split('?').next().unwrap_or("");
         match req.format {
             Format::Raw => self.raw(req, path, h).await,

@@ -26,6 +26,8 @@ use tokio_util::sync::CancellationToken;
 use crate::content::{BlockStore, Cid, StoreError};
 use crate::edge::fetch::{Fault, FetchError, FetchSummary, Fetcher, PeerUrl};
 use crate::net::{NetError, Overlay, Stored, content_key};
+use crate::overlay::NodeId;
+use crate::overlay::pgrid_node::HOLDER_TTL_MS;
 use crate::overlay::trust::Feedback;
 
 /// Most CIDs fetched at once; a fetch of another waits for a slot.
@@ -117,26 +119,37 @@ impl Retriever {
     }
 
     /// Makes the whole DAG under `cid` present here, from the holders if
-    /// need be, and pins it if `pin`.
-    pub async fn fetch(&self, cid: &Cid, pin: bool) -> Result<Retrieved, RetrieveError> {
+    /// need be (and `hint`, a holder named by other means, among them), and
+    /// pins it if `pin`.
+    pub async fn fetch(
+        &self,
+        cid: &Cid,
+        pin: bool,
+        hint: Option<NodeId>,
+    ) -> Result<Retrieved, RetrieveError> {
         let lock = self
             .inflight
             .lock()
             .entry(*cid)
             .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(())))
             .clone();
-        let result = {
-            let _one = lock.lock().await;
-            self.fetch_once(cid, pin).await
+        // Removes the entry when the last waiter is done, or gives up (a
+        // client that hangs up cancels this future mid-way).
+        let _guard = InflightGuard {
+            map: &self.inflight,
+            cid: *cid,
+            lock: lock.clone(),
         };
-        let mut inflight = self.inflight.lock();
-        if Arc::strong_count(&lock) <= 2 {
-            inflight.remove(cid);
-        }
-        result
+        let _one = lock.lock().await;
+        self.fetch_once(cid, pin, hint).await
     }
 
-    async fn fetch_once(&self, cid: &Cid, pin: bool) -> Result<Retrieved, RetrieveError> {
+    async fn fetch_once(
+        &self,
+        cid: &Cid,
+        pin: bool,
+        hint: Option<NodeId>,
+    ) -> Result<Retrieved, RetrieveError> {
         if self.is_whole(cid).await? {
             if pin {
                 self.store.pin(cid)?;
@@ -145,7 +158,7 @@ impl Retriever {
         }
         let _slot = self.slots.acquire().await.expect("never closed");
         let key = content_key(cid);
-        let holders = self.overlay.holders(key).await?;
+        let holders = self.overlay.holders(key, hint.as_slice()).await?;
         if holders.is_empty() {
             return Err(RetrieveError::NoHolders { cid: *cid });
         }
@@ -174,12 +187,18 @@ impl Retriever {
                 }
                 Err(e) => {
                     tracing::info!(%cid, from = %url, error = %e, fault = %e.fault(), "a holder failed; trying the next");
+                    // Rated: bad data, and a peer that cannot be reached
+                    // or goes silent. Not rated: a 404 (the index may be
+                    // stale), another status (busy), an object past our
+                    // own size bound.
                     match (e.fault(), &e) {
+                        (_, FetchError::TooLarge { .. }) => {}
                         (Fault::Peer, _) => self.overlay.record(holder.node, Feedback::WrongHash),
-                        (Fault::Unavailable, FetchError::NotFound { .. }) => {}
-                        (Fault::Unavailable, _) => {
-                            self.overlay.record(holder.node, Feedback::Timeout)
-                        }
+                        (
+                            Fault::Unavailable,
+                            FetchError::Unreachable { .. } | FetchError::Timeout { .. },
+                        ) => self.overlay.record(holder.node, Feedback::Timeout),
+                        (Fault::Unavailable, _) => {}
                         (Fault::Local, _) => {
                             if let FetchError::Store(e) = e {
                                 return Err(RetrieveError::Store(e));
@@ -205,12 +224,71 @@ impl Retriever {
 
     /// Publishes an object put on this edge: this edge announces itself as
     /// a holder, and the CID goes to the responsible peers, which fetch
-    /// and pin it (`overlay.replication` of them).
+    /// and pin it (`overlay.replication` of them). The value names this
+    /// edge too (`<cid> <node id>`), so a keeper can fetch from it when
+    /// its own holder index does not list it.
     pub async fn publish(&self, cid: &Cid) -> Result<(), NetError> {
         let key = content_key(cid);
         self.overlay.announce(key).await?;
-        self.overlay.put(key, cid.to_string().into_bytes()).await
+        let value = format!("{cid} {}", self.overlay.node_id());
+        self.overlay.put(key, value.into_bytes()).await
     }
+
+    /// Announces every pinned object again, every half holder lifetime,
+    /// so the holder index does not forget this edge; until `shutdown`.
+    pub async fn reannounce(self: Arc<Self>, shutdown: CancellationToken) {
+        let period = std::time::Duration::from_millis(HOLDER_TTL_MS / 2);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(period) => {}
+            }
+            for cid in self.store.pins().into_iter().take(MAX_REANNOUNCE) {
+                if shutdown.is_cancelled() {
+                    return;
+                }
+                if let Err(e) = self.overlay.announce(content_key(&cid)).await {
+                    tracing::debug!(%cid, error = %e, "re-announce failed");
+                }
+            }
+        }
+    }
+}
+
+/// Most pinned objects announced again per period: each is one P-Grid
+/// lookup, and an edge with more pins has them at its replicas anyway.
+const MAX_REANNOUNCE: usize = 4096;
+
+/// Drops a CID's in-flight entry when its last user is done with it.
+struct InflightGuard<'a> {
+    map: &'a parking_lot::Mutex<HashMap<Cid, Arc<tokio::sync::Mutex<()>>>>,
+    cid: Cid,
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Drop for InflightGuard<'_> {
+    fn drop(&mut self) {
+        let mut map = self.map.lock();
+        // Ours, and the map's: nobody else waits on it.
+        if Arc::strong_count(&self.lock) <= 2 {
+            map.remove(&self.cid);
+        }
+    }
+}
+
+/// A stored value: `<cid>` or `<cid> <origin node id>`.
+fn parse_value(value: &[u8]) -> Option<(Cid, Option<NodeId>)> {
+    let text = std::str::from_utf8(value).ok()?;
+    let mut parts = text.split(' ');
+    let cid = parts.next()?.parse::<Cid>().ok()?;
+    let origin = match parts.next() {
+        Some(id) => Some(NodeId(u64::from_str_radix(id, 16).ok()?)),
+        None => None,
+    };
+    if parts.next().is_some() {
+        return None;
+    }
+    Some((cid, origin))
 }
 
 /// Delays before each try to keep an object, seconds.
@@ -239,10 +317,7 @@ pub async fn keep(
                 None => return,
             },
         };
-        let Some(cid) = std::str::from_utf8(&value.value)
-            .ok()
-            .and_then(|text| text.parse::<Cid>().ok())
-        else {
+        let Some((cid, origin)) = parse_value(&value.value) else {
             tracing::debug!("overlay value is not a CID; not kept");
             continue;
         };
@@ -256,7 +331,7 @@ pub async fn keep(
             // before any holder has the blocks: try again a few times.
             for delay_secs in KEEP_RETRY_SECS {
                 tokio::time::sleep(std::time::Duration::from_secs(delay_secs)).await;
-                match retriever.fetch(&cid, true).await {
+                match retriever.fetch(&cid, true, origin).await {
                     Ok(Retrieved::Local) => return,
                     Ok(Retrieved::Peer { from, .. }) => {
                         tracing::info!(%cid, %from, "keeping a replica");

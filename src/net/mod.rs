@@ -45,6 +45,9 @@ use behaviour::{Behaviour, BehaviourEvent, Hello, Limits};
 /// At most one Kademlia lookup for unknown members per this interval.
 pub const LOOKUP_INTERVAL: Duration = Duration::from_secs(2);
 
+/// How often an edge with no live member dials its bootstrap peers again.
+pub const BOOTSTRAP_RETRY: Duration = Duration::from_secs(10);
+
 /// Commands queued to the driver; more wait (the handle is async).
 const COMMAND_QUEUE: usize = 256;
 
@@ -78,6 +81,9 @@ pub struct NetConfig {
     pub http_url: Option<String>,
     /// How many peers of a path keep the blocks of each object put there.
     pub replication: usize,
+    /// Whether this edge is one of them when chosen; an edge that only
+    /// caches (a laptop) says no.
+    pub keep_replicas: bool,
 }
 
 /// Why the overlay could not start or an operation failed.
@@ -248,6 +254,7 @@ enum Command {
     Status(oneshot::Sender<Status>),
     Holders {
         key: [u8; 32],
+        also: Vec<NodeId>,
         reply: oneshot::Sender<Result<Vec<Holder>, NetError>>,
     },
     Put {
@@ -319,21 +326,30 @@ impl Overlay {
             .build();
         let mut listening = Vec::new();
         for addr in &config.listen {
-            swarm
+            let id = swarm
                 .listen_on(addr.clone())
                 .map_err(|e| NetError::Listen {
                     addr: addr.clone(),
                     message: e.to_string(),
                 })?;
-            // The bind itself happens as the swarm is polled: wait for the
-            // address or the error.
+            // The bind itself happens as the swarm is polled: wait for this
+            // listener's address or its error.
             loop {
                 match swarm.select_next_some().await {
-                    SwarmEvent::NewListenAddr { address, .. } => {
+                    SwarmEvent::NewListenAddr {
+                        listener_id,
+                        address,
+                    } => {
                         listening.push(address);
-                        break;
+                        if listener_id == id {
+                            break;
+                        }
                     }
-                    SwarmEvent::ListenerClosed { reason, .. } => {
+                    SwarmEvent::ListenerClosed {
+                        listener_id,
+                        reason,
+                        ..
+                    } if listener_id == id => {
                         return Err(NetError::Listen {
                             addr: addr.clone(),
                             message: match reason {
@@ -342,7 +358,7 @@ impl Overlay {
                             },
                         });
                     }
-                    SwarmEvent::ListenerError { error, .. } => {
+                    SwarmEvent::ListenerError { listener_id, error } if listener_id == id => {
                         return Err(NetError::Listen {
                             addr: addr.clone(),
                             message: error.to_string(),
@@ -379,6 +395,7 @@ impl Overlay {
             listening,
             http: config.http_url.clone(),
             replication: config.replication.max(1),
+            keep_replicas: config.keep_replicas,
             directory: HashMap::new(),
             peers: BTreeMap::new(),
             connected: HashSet::new(),
@@ -389,7 +406,7 @@ impl Overlay {
             want_lookup: false,
         };
         driver.bootstrap(&config.bootstrap);
-        let task = tokio::spawn(driver.run(rx, shutdown));
+        let task = tokio::spawn(driver.run(rx, config.bootstrap.clone(), shutdown));
         Ok(Started {
             overlay: Overlay { tx, node_id },
             stored,
@@ -425,9 +442,12 @@ impl Overlay {
 
     /// The peers that hold `key`'s object, best first (by reputation, then
     /// predicted RTT stretched by load), this node left out, each with a
-    /// gateway to fetch from.
-    pub async fn holders(&self, key: [u8; 32]) -> Result<Vec<Holder>, NetError> {
-        self.ask(|reply| Command::Holders { key, reply }).await?
+    /// gateway to fetch from; `also` are ranked with them (a hint: the
+    /// origin a stored value names).
+    pub async fn holders(&self, key: [u8; 32], also: &[NodeId]) -> Result<Vec<Holder>, NetError> {
+        let also = also.to_vec();
+        self.ask(|reply| Command::Holders { key, also, reply })
+            .await?
     }
 
     /// Stores `value` under `key` at the responsible peers.
@@ -455,8 +475,18 @@ struct PeerEntry {
 }
 
 enum Operation {
-    Holders(oneshot::Sender<Result<Vec<Holder>, NetError>>),
+    Holders(oneshot::Sender<Result<Vec<Holder>, NetError>>, Vec<NodeId>),
     Done(oneshot::Sender<Result<(), NetError>>),
+}
+
+impl Operation {
+    /// Whether the caller gave up waiting.
+    fn abandoned(&self) -> bool {
+        match self {
+            Operation::Holders(reply, _) => reply.is_closed(),
+            Operation::Done(reply) => reply.is_closed(),
+        }
+    }
 }
 
 struct Driver {
@@ -467,6 +497,7 @@ struct Driver {
     listening: Vec<Multiaddr>,
     http: Option<String>,
     replication: usize,
+    keep_replicas: bool,
     /// Core id to libp2p id.
     directory: HashMap<NodeId, PeerId>,
     /// What we know of each peer, by libp2p id (ordered, for status).
@@ -493,7 +524,14 @@ impl Driver {
         }
     }
 
-    async fn run(mut self, mut commands: mpsc::Receiver<Command>, shutdown: CancellationToken) {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        bootstrap: Vec<Multiaddr>,
+        shutdown: CancellationToken,
+    ) {
+        let mut retry = tokio::time::interval(BOOTSTRAP_RETRY);
+        retry.tick().await;
         loop {
             let wake = self
                 .node
@@ -505,6 +543,13 @@ impl Driver {
                 Some(command) = commands.recv() => self.on_command(command),
                 _ = tokio::time::sleep_until(wake.into()) => {
                     self.node.handle_timeout(Instant::now());
+                }
+                _ = retry.tick() => {
+                    // Alone: the bootstrap peers were down when we started,
+                    // or everyone we knew has gone. Try them again.
+                    if !bootstrap.is_empty() && self.node.live_members().next().is_none() {
+                        self.bootstrap(&bootstrap);
+                    }
                 }
             }
             self.drain();
@@ -724,12 +769,17 @@ impl Driver {
 
     fn on_command(&mut self, command: Command) {
         let now = Instant::now();
+        if self.ops.len() >= MAX_OPERATIONS {
+            // A P-Grid operation may outlive its caller's patience; its
+            // slot is freed once the caller is gone.
+            self.ops.retain(|_, op| !op.abandoned());
+        }
         match command {
             Command::Status(reply) => {
                 let _ = reply.send(self.status());
             }
             Command::Record { node, feedback } => self.node.record(now, node, feedback),
-            Command::Holders { key, reply } => {
+            Command::Holders { key, also, reply } => {
                 if self.ops.len() >= MAX_OPERATIONS {
                     let _ = reply.send(Err(NetError::Busy {
                         max: MAX_OPERATIONS,
@@ -737,7 +787,7 @@ impl Driver {
                     return;
                 }
                 let id = self.node.holders(now, key);
-                self.ops.insert(id, Operation::Holders(reply));
+                self.ops.insert(id, Operation::Holders(reply, also));
             }
             Command::Put { key, value, reply } => {
                 if self.ops.len() >= MAX_OPERATIONS {
@@ -766,8 +816,9 @@ impl Driver {
         match event {
             Event::Membership(m) => tracing::info!(event = ?m, "overlay: membership"),
             Event::PGrid(pgrid_node::Event::Done { id, answer }) => match self.ops.remove(&id) {
-                Some(Operation::Holders(reply)) => {
-                    let _ = reply.send(Ok(self.rank(&answer.holders)));
+                Some(Operation::Holders(reply, mut also)) => {
+                    also.extend_from_slice(&answer.holders);
+                    let _ = reply.send(Ok(self.rank(&also)));
                 }
                 Some(Operation::Done(reply)) => {
                     let _ = reply.send(Ok(()));
@@ -775,7 +826,7 @@ impl Driver {
                 None => {}
             },
             Event::PGrid(pgrid_node::Event::Failed { id }) => match self.ops.remove(&id) {
-                Some(Operation::Holders(reply)) => {
+                Some(Operation::Holders(reply, _)) => {
                     let _ = reply.send(Err(NetError::LookupFailed));
                 }
                 Some(Operation::Done(reply)) => {
@@ -784,7 +835,10 @@ impl Driver {
                 None => {}
             },
             Event::PGrid(pgrid_node::Event::Stored { key, value }) => {
-                if self.keeps(&key) && self.stored.try_send(Stored { key, value }).is_err() {
+                if self.keep_replicas
+                    && self.keeps(&key)
+                    && self.stored.try_send(Stored { key, value }).is_err()
+                {
                     tracing::warn!("overlay: stored values queue full; one dropped");
                 }
             }
@@ -813,13 +867,13 @@ impl Driver {
 
     fn rank(&self, holders: &[NodeId]) -> Vec<Holder> {
         let now = Instant::now();
+        let mut seen = HashSet::new();
         let mut candidates: Vec<_> = holders
             .iter()
-            .filter(|&&h| h != self.me)
+            .filter(|&&h| h != self.me && seen.insert(h))
             .filter(|h| self.http_of(**h).is_some())
             .map(|&h| self.node.candidate(now, h))
             .collect();
-        candidates.dedup_by_key(|c| c.peer);
         rank_candidates(&mut candidates);
         candidates
             .into_iter()

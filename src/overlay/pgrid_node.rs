@@ -66,6 +66,11 @@ pub const MAX_EXCHANGES: usize = 64;
 /// How long an exchange waits for its reply, ms; a late reply is dropped.
 pub const EXCHANGE_TIMEOUT_MS: u64 = 10_000;
 
+/// How long a relayed answer is served from the cache, ms: long enough to
+/// absorb a burst of gets for a popular key, short enough that new holders
+/// show up and dead ones leave within a minute.
+pub const CACHE_TTL_MS: u64 = 30_000;
+
 /// Most events queued for the driver.
 pub const MAX_EVENTS: usize = 4096;
 
@@ -193,7 +198,8 @@ pub struct PGridNode {
     store: BTreeMap<[u8; 32], Vec<ValueRef>>,
     max_values_per_key: usize,
     holders: HolderIndex,
-    cache: lru::LruCache<[u8; 32], Answer>,
+    /// Answers relayed here, each with the time it expires, ms.
+    cache: lru::LruCache<[u8; 32], (Answer, u64)>,
     pending: HashMap<u64, Pending>,
     /// Anti-entropy: when, to which replica next, and where in the store.
     next_sync_ms: u64,
@@ -474,16 +480,18 @@ impl PGridNode {
                 let Some((&id, _)) = self
                     .pending
                     .iter()
-                    .find(|(_, p)| p.key == key && p.path == path)
+                    // Only the peer asked may answer: an answer from
+                    // anyone else would be cached and served on.
+                    .find(|(_, p)| p.key == key && p.path == path && p.asked == Some(from))
                 else {
-                    return; // late: already answered or timed out
+                    return; // late, already answered, or not from the peer asked
                 };
                 let pending = self.pending.remove(&id).expect("found above");
                 if let Some(asked) = pending.asked {
                     self.trust.record(now_ms, asked, Feedback::Verified);
                 }
                 if matches!(pending.op, Op::Get | Op::Holders) {
-                    self.cache.put(key, answer.clone());
+                    self.cache.put(key, (answer.clone(), now_ms + CACHE_TTL_MS));
                 }
                 self.finish(id, key, answer, pending.path);
             }
@@ -541,6 +549,11 @@ impl PGridNode {
                 if self.peer.path() != basis {
                     return; // another exchange moved us meanwhile
                 }
+                // An exchange only ever extends a path; a reply that would
+                // move us elsewhere in the trie is not one.
+                if !basis.is_prefix_of(&state.path) {
+                    return;
+                }
                 let before = self.peer.path();
                 self.peer.adopt(state, &self.config);
                 self.exchange_count += 1;
@@ -584,7 +597,8 @@ impl PGridNode {
     ) {
         let bits = key_bits(&key);
         if matches!(op, Op::Get | Op::Holders)
-            && let Some(cached) = self.cache.get(&key)
+            && let Some((cached, expires_ms)) = self.cache.get(&key)
+            && *expires_ms > now_ms
         {
             let mut answer = cached.clone();
             answer.answered_by = Some(self.peer.id());
