@@ -264,12 +264,26 @@ pub struct BlockStore {
     max_bytes: u64,
     index: Mutex<Index>,
     tmp_counter: AtomicU64,
+    /// Whether writes are fsynced; off only for a command's scratch store,
+    /// whose contents die with the command.
+    durable: bool,
     /// Held for the store's life: the OS drops the lock when the process
     /// dies, so a crash never leaves a stale lock behind.
     _lock: File,
 }
 
 impl BlockStore {
+    /// A scratch store in `dir` for one command (`gridedge put` builds its
+    /// CAR in one, `get` gathers verified blocks in one): the same checks,
+    /// but no fsync, since nothing in it outlives the command and what the
+    /// command keeps (the output file, the edge's store) is made durable
+    /// there.
+    pub fn open_scratch(dir: &Path, max_bytes: u64) -> Result<BlockStore, StoreError> {
+        let (mut store, _) = Self::open(dir, max_bytes)?;
+        store.durable = false;
+        Ok(store)
+    }
+
     /// Opens (creating if needed) the store in `dir`, bounded to `max_bytes`.
     pub fn open(dir: &Path, max_bytes: u64) -> Result<(BlockStore, OpenReport), StoreError> {
         if max_bytes == 0 {
@@ -359,6 +373,7 @@ impl BlockStore {
             max_bytes,
             index: Mutex::new(index),
             tmp_counter: AtomicU64::new(0),
+            durable: true,
             _lock: lock,
         };
 
@@ -672,7 +687,10 @@ impl Session<'_> {
         let written = (|| {
             let mut file = File::create(&tmp)?;
             file.write_all(block.data())?;
-            file.sync_all()
+            if store.durable {
+                file.sync_all()?;
+            }
+            Ok::<(), std::io::Error>(())
         })();
         if let Err(e) = written {
             let _ = std::fs::remove_file(&tmp);
@@ -745,6 +763,9 @@ impl Session<'_> {
     /// dropped.
     pub fn commit(&mut self) -> Result<(), StoreError> {
         let shards = std::mem::take(&mut self.dirty_shards);
+        if !self.store.durable {
+            return Ok(());
+        }
         for shard in shards {
             let dir = self.store.dir.join(BLOCKS_DIR).join(format!("{shard:02x}"));
             if let Err(e) = sync_dir(&dir) {

@@ -164,7 +164,7 @@ pub async fn put(
     let source = path.to_owned();
     let car_file = car_path.clone();
     let (cid, key) = tokio::task::spawn_blocking(move || {
-        let (store, _) = BlockStore::open(&store_dir, TEMP_STORE_BYTES)?;
+        let store = BlockStore::open_scratch(&store_dir, TEMP_STORE_BYTES)?;
         let opts = ImportOptions {
             pin: true,
             ..ImportOptions::default()
@@ -262,7 +262,7 @@ pub async fn get(
     }
 
     let temp = TempDir::new("get")?;
-    let (store, _) = BlockStore::open(&temp.0.join("store"), TEMP_STORE_BYTES)?;
+    let store = BlockStore::open_scratch(&temp.0.join("store"), TEMP_STORE_BYTES)?;
     let store = Arc::new(store);
     let bar = progress_bar();
     let mut failures = Vec::new();

@@ -46,7 +46,9 @@ use behaviour::{Behaviour, BehaviourEvent, Hello, Limits};
 pub const LOOKUP_INTERVAL: Duration = Duration::from_secs(2);
 
 /// How often an edge with no live member dials its bootstrap peers again.
-pub const BOOTSTRAP_RETRY: Duration = Duration::from_secs(10);
+/// (Cheap: only a node with no live member dials, and edges that start
+/// together find each other in seconds.)
+pub const BOOTSTRAP_RETRY: Duration = Duration::from_secs(2);
 
 /// Commands queued to the driver; more wait (the handle is async).
 const COMMAND_QUEUE: usize = 256;
