@@ -30,6 +30,7 @@
 
 pub mod client;
 pub mod fetch;
+pub mod fuzz;
 pub mod gateway;
 pub mod mime;
 pub mod request;
