@@ -327,6 +327,23 @@ fn validate_overlay(
             "must be in 1..=300",
         ));
     }
+    // An epoch holds a report slot, 8 rounds and two slots of 1 s (LAN)
+    // or 3 s (WAN): 12 s or 36 s at least.
+    let round_secs = crate::overlay::Config::preset(raw.preset)
+        .trust_round
+        .as_secs();
+    let min_epoch = round_secs * 12;
+    if let Some(e) = raw.trust_epoch_secs
+        && !(min_epoch..=86_400).contains(&e)
+    {
+        return Err(invalid(
+            "overlay.trust_epoch_secs",
+            format!(
+                "must be in {min_epoch}..=86400 for the {:?} preset",
+                raw.preset
+            ),
+        ));
+    }
     let http_url = match raw.advertise_http {
         Some(url) => {
             crate::edge::fetch::PeerUrl::parse(&url)
@@ -358,6 +375,7 @@ fn validate_overlay(
         http_url,
         replication: raw.replication,
         keep_replicas: raw.keep_replicas,
+        trust_epoch: raw.trust_epoch_secs.map(Duration::from_secs),
     }))
 }
 

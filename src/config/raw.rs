@@ -285,6 +285,8 @@ pub struct RawOverlay {
     pub max_connections: u32,
     pub max_connections_per_peer: u32,
     pub request_timeout_secs: u64,
+    /// Unset means the preset's (60 s LAN, 300 s WAN).
+    pub trust_epoch_secs: Option<u64>,
 }
 
 impl Default for RawOverlay {
@@ -299,6 +301,7 @@ impl Default for RawOverlay {
             max_connections: 256,
             max_connections_per_peer: 2,
             request_timeout_secs: 10,
+            trust_epoch_secs: None,
         }
     }
 }

@@ -31,7 +31,8 @@ use libp2p::futures::StreamExt;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, Swarm, identify, kad, noise, request_response, tcp, yamux};
-use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
@@ -49,6 +50,9 @@ pub const LOOKUP_INTERVAL: Duration = Duration::from_secs(2);
 /// (Cheap: only a node with no live member dials, and edges that start
 /// together find each other in seconds.)
 pub const BOOTSTRAP_RETRY: Duration = Duration::from_secs(2);
+
+/// One holder ranking in this many puts a never-dealt-with peer first.
+pub const EXPLORE_ONE_IN: u32 = 8;
 
 /// Commands queued to the driver; more wait (the handle is async).
 const COMMAND_QUEUE: usize = 256;
@@ -86,6 +90,8 @@ pub struct NetConfig {
     /// Whether this edge is one of them when chosen; an edge that only
     /// caches (a laptop) says no.
     pub keep_replicas: bool,
+    /// The reputation epoch; `None` means the preset's.
+    pub trust_epoch: Option<Duration>,
 }
 
 /// Why the overlay could not start or an operation failed.
@@ -384,12 +390,16 @@ impl Overlay {
         let mut seed = [0u8; 32];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
         let now = Instant::now();
-        let node = overlay::Node::new(
-            node_id,
-            overlay::Config::preset(config.preset),
-            OverlayRng::from_seed(seed),
-            now,
-        );
+        let mut core = overlay::Config::preset(config.preset);
+        if let Some(epoch) = config.trust_epoch {
+            core.trust_epoch = Some(epoch);
+        }
+        let mut node = overlay::Node::new(node_id, core, OverlayRng::from_seed(seed), now);
+        // Reputation epochs are slotted by the wall clock, so edges run
+        // them together; a clock before 1970 runs none.
+        if let Ok(since) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+            node.set_wall_clock(now, since.as_millis() as u64);
+        }
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         let (stored_tx, stored) = mpsc::channel(STORED_QUEUE);
         tracing::info!(
@@ -887,6 +897,23 @@ impl Driver {
             .map(|&h| self.node.candidate(now, h))
             .collect();
         rank_candidates(&mut candidates);
+        // Exploration: a peer nobody has rated and this edge never dealt
+        // with would never be asked while known peers rank before it, so
+        // it could never earn a standing, good or bad. One request in
+        // EXPLORE_ONE_IN asks one such peer, at random, first; what it
+        // serves is
+        // verified, so a bad one costs a retry and gets rated.
+        let unknown: Vec<usize> = (0..candidates.len())
+            .filter(|&i| !self.node.pgrid().has_dealt_with(candidates[i].peer))
+            .collect();
+        let mut rng = rand::thread_rng();
+        if let Some(&pos) = unknown.choose(&mut rng)
+            && pos > 0
+            && rng.gen_ratio(1, EXPLORE_ONE_IN)
+        {
+            let new = candidates.remove(pos);
+            candidates.insert(0, new);
+        }
         candidates
             .into_iter()
             .filter_map(|c| {

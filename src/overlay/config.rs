@@ -102,6 +102,13 @@ pub struct Config {
     /// new member is met at once). `None` runs no exchanges: a gossip-only
     /// simulation measures SWIM alone.
     pub pgrid_exchange_interval: Option<Duration>,
+    /// Length of a reputation epoch (the score managers' aggregation);
+    /// `None` runs no aggregation over the network (a gossip-only
+    /// simulation, or a node whose driver has no wall clock).
+    pub trust_epoch: Option<Duration>,
+    /// One round of the distributed walk: a few RTTs, so a round's copies
+    /// arrive within it.
+    pub trust_round: Duration,
 }
 
 impl Config {
@@ -147,6 +154,11 @@ impl Config {
             // one every 5 s settles a small edge in a few minutes while
             // costing one packet pair per peer per interval.
             pgrid_exchange_interval: Some(Duration::from_secs(5)),
+            // A minute: a peer that turns bad is out of every edge's
+            // choices within about two, at a report, 8 rounds of scores
+            // and a query per peer per minute.
+            trust_epoch: Some(Duration::from_secs(60)),
+            trust_round: Duration::from_secs(1),
         }
     }
 
@@ -166,6 +178,10 @@ impl Config {
             // Internet RTTs reach ~700 ms (PlanetLab's worst median).
             pgrid_hop_timeout: Duration::from_secs(3),
             pgrid_exchange_interval: Some(Duration::from_secs(15)),
+            // The simulator's epoch (sim trust), and rounds of a few
+            // internet RTTs.
+            trust_epoch: Some(Duration::from_secs(300)),
+            trust_round: Duration::from_secs(3),
             ..Self::lan()
         }
     }

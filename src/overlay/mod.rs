@@ -35,6 +35,7 @@ pub mod load;
 pub mod node;
 pub mod pgrid;
 pub mod pgrid_node;
+pub mod reputation;
 pub mod score_manager;
 pub mod suspicion;
 pub mod swim;

@@ -31,6 +31,7 @@ use super::idmap::{IdMap, id_map};
 use super::load::{Load, LoadMeter};
 use super::pgrid::{PGridPeer, Proximity};
 use super::pgrid_node::{self, PGridNode, ValueRef};
+use super::reputation::Reputation;
 use super::swim::{MembershipEvent, Swim, SwimStats};
 use super::wire::{Body, DecodeError, MAX_PIGGYBACK, Message, Packet};
 use super::{Config, Incarnation, MemberState, NodeId, OverlayRng};
@@ -84,6 +85,10 @@ pub struct Node {
     /// P-Grid counts time in milliseconds from here.
     start: Instant,
     next_exchange: Option<Instant>,
+    /// The distributed reputation, once the driver gave a wall clock.
+    reputation: Option<Reputation>,
+    /// Reputation messages waiting for a packet.
+    trust_out: VecDeque<(NodeId, super::trust::Message)>,
 }
 
 /// Predicted RTTs for P-Grid, from the coordinates this node has: its own
@@ -141,7 +146,31 @@ impl Node {
             pgrid,
             start: now,
             next_exchange,
+            reputation: None,
+            trust_out: VecDeque::new(),
         }
+    }
+
+    /// Starts the distributed reputation (if `trust_epoch` is set): at
+    /// `now` the wall clock reads `unix_ms`. Epochs and rounds are slotted
+    /// by it, so nodes with loosely synced clocks run them together.
+    pub fn set_wall_clock(&mut self, now: Instant, unix_ms: u64) {
+        let Some(epoch) = self.config.trust_epoch else {
+            return;
+        };
+        let since_start = now.saturating_duration_since(self.start).as_millis() as u64;
+        self.reputation = Some(Reputation::new(
+            self.swim.id(),
+            super::trust::TrustConfig::default(),
+            unix_ms.saturating_sub(since_start),
+            epoch.as_millis() as u64,
+            self.config.trust_round.as_millis() as u64,
+        ));
+    }
+
+    /// The reputation component, if running.
+    pub fn reputation(&self) -> Option<&Reputation> {
+        self.reputation.as_ref()
     }
 
     /// This node's id.
@@ -280,11 +309,13 @@ impl Node {
                 self.drain_pgrid_events();
                 return Ok(());
             }
-            // Trust is not composed into the node yet; its messages are
-            // dropped here, after the load and the piggybacked updates
-            // they carried were taken.
-            _ => {
+            Body::Trust(message) => {
+                if let Some(rep) = &mut self.reputation {
+                    let peers = self.swim.live_members().count() + 1;
+                    rep.handle_message(from, message, &self.pgrid, peers);
+                }
                 self.drain_swim_events();
+                self.drain_reputation();
                 return Ok(());
             }
         };
@@ -331,7 +362,47 @@ impl Node {
                 self.pgrid.meet(ms, peer);
             }
         }
+        if let Some(rep) = &mut self.reputation
+            && ms >= rep.poll_timeout()
+        {
+            let members: Vec<NodeId> = self.swim.live_members().collect();
+            let pgrid = &self.pgrid;
+            rep.handle_timeout(ms, pgrid, || pgrid.trust_report(ms), &members);
+        }
+        self.drain_reputation();
         self.drain_pgrid_events();
+    }
+
+    /// Moves what reputation produced: messages to self are handled at
+    /// once (a node is one of its own managers), the rest wait for a
+    /// packet; verdicts go to P-Grid.
+    fn drain_reputation(&mut self) {
+        let Some(rep) = &mut self.reputation else {
+            return;
+        };
+        let me = self.swim.id();
+        let peers = self.swim.live_members().count() + 1;
+        // Bounded: a message to self answers at most once (a query with a
+        // standing answer), so a few passes empty the queue.
+        for _ in 0..4 {
+            let mut local = Vec::new();
+            while let Some((to, message)) = rep.poll_transmit() {
+                if to == me {
+                    local.push(message);
+                } else if self.trust_out.len() < self.config.max_transmit_queue {
+                    self.trust_out.push_back((to, message));
+                }
+            }
+            if local.is_empty() {
+                break;
+            }
+            for message in local {
+                rep.handle_message(me, message, &self.pgrid, peers);
+            }
+        }
+        while let Some((peer, standing)) = rep.poll_verdict() {
+            self.pgrid.set_standing(peer, standing);
+        }
     }
 
     // ---- outputs ---------------------------------------------------------
@@ -340,7 +411,9 @@ impl Node {
     /// fit the byte budget.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         let Some(out) = self.swim.poll_outgoing() else {
-            return self.poll_pgrid_transmit();
+            return self
+                .poll_pgrid_transmit()
+                .or_else(|| self.poll_trust_transmit());
         };
         let mut message = out.message;
         if let Message::Ack { coord, .. } = &mut message {
@@ -397,9 +470,30 @@ impl Node {
         }
     }
 
+    /// A reputation message, with load and piggybacked updates.
+    fn poll_trust_transmit(&mut self) -> Option<Transmit> {
+        loop {
+            let (to, message) = self.trust_out.pop_front()?;
+            let piggyback = self
+                .swim
+                .take_broadcasts(self.config.max_piggyback_bytes, MAX_PIGGYBACK);
+            let packet = Packet {
+                load: self.load.load(self.now),
+                message: Body::Trust(message),
+                piggyback,
+            };
+            if let Ok(payload) = packet.encode() {
+                return Some(Transmit { to, payload });
+            }
+        }
+    }
+
     /// When `handle_timeout` should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut at = self.swim.poll_timeout();
+        if let Some(rep) = &self.reputation {
+            at = at.min(self.start + Duration::from_millis(rep.poll_timeout()));
+        }
         if let Some(ms) = self.pgrid.poll_timeout() {
             at = at.min(self.start + Duration::from_millis(ms));
         }

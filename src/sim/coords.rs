@@ -190,6 +190,7 @@ pub fn run_coords(
     let anchors = k_medoids(n, opts.landmarks.min(n), &true_rtt, &mut rng);
     let mut config = Config::wan();
     config.pgrid_exchange_interval = None;
+    config.trust_epoch = None;
     config.probe_interval = opts.probe_interval;
     // Acks must be able to arrive within the probe period.
     config.probe_timeout = config.probe_timeout.min(opts.probe_interval.mul_f64(0.8));

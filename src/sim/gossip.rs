@@ -330,6 +330,7 @@ pub fn run_gossip(
     // figures this measures.
     let mut config = Config::preset(opts.preset);
     config.pgrid_exchange_interval = None;
+    config.trust_epoch = None;
     let mut sink = |_: Duration, _: usize, _: Event| {};
     for i in 0..n {
         let seed = rng.r#gen();
