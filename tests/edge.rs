@@ -7,47 +7,15 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Edge, EdgeBuilder, gridedge};
+use common::{EdgeBuilder, gridedge, ok, pseudo_random, put};
 use gridedge::content::car::CarReader;
 use gridedge::content::{BlockStore, Cid};
 use gridedge::edge::Fetcher;
 use gridedge::edge::fetch::{Fault, FetchError, PeerUrl};
-
-/// Bytes that do not compress or repeat, so every leaf is distinct.
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "command failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// `gridedge put ARGS… --admin EDGE`: the CID (and key line, if any).
-fn put(edge: &Edge, args: &[&str]) -> Vec<String> {
-    let mut all = vec!["put"];
-    all.extend_from_slice(args);
-    let url = edge.admin_url();
-    all.extend_from_slice(&["--admin", &url]);
-    ok(gridedge(&all)).lines().map(str::to_owned).collect()
-}
 
 /// A 3-leaf file, a nested folder and a site with an index.
 fn sample(dir: &Path) -> (PathBuf, Vec<u8>, PathBuf, PathBuf) {

@@ -662,10 +662,7 @@ impl Driver {
                     return;
                 };
                 if num_established.get() == 1 {
-                    let hello = Hello {
-                        http: self.http.clone(),
-                    };
-                    let bytes = serde_json::to_vec(&hello).expect("a hello serializes");
+                    let bytes = self.hello();
                     self.swarm
                         .behaviour_mut()
                         .hello
@@ -749,6 +746,14 @@ impl Driver {
         }
     }
 
+    /// This edge's hello, encoded.
+    fn hello(&self) -> Vec<u8> {
+        let hello = Hello {
+            http: self.http.clone(),
+        };
+        serde_json::to_vec(&hello).expect("a hello serializes")
+    }
+
     fn on_hello(&mut self, event: request_response::Event<Vec<u8>, Vec<u8>>) {
         let (peer, bytes) = match event {
             request_response::Event::Message {
@@ -759,10 +764,7 @@ impl Driver {
                     },
                 ..
             } => {
-                let ours = Hello {
-                    http: self.http.clone(),
-                };
-                let bytes = serde_json::to_vec(&ours).expect("a hello serializes");
+                let bytes = self.hello();
                 let _ = self
                     .swarm
                     .behaviour_mut()
@@ -796,38 +798,37 @@ impl Driver {
             // slot is freed once the caller is gone.
             self.ops.retain(|_, op| !op.abandoned());
         }
+        if self.ops.len() >= MAX_OPERATIONS {
+            match command {
+                Command::Holders { reply, .. } => {
+                    let _ = reply.send(Err(NetError::Busy {
+                        max: MAX_OPERATIONS,
+                    }));
+                    return;
+                }
+                Command::Put { reply, .. } | Command::Announce { reply, .. } => {
+                    let _ = reply.send(Err(NetError::Busy {
+                        max: MAX_OPERATIONS,
+                    }));
+                    return;
+                }
+                Command::Status(_) | Command::Record { .. } => {}
+            }
+        }
         match command {
             Command::Status(reply) => {
                 let _ = reply.send(self.status());
             }
             Command::Record { node, feedback } => self.node.record(now, node, feedback),
             Command::Holders { key, also, reply } => {
-                if self.ops.len() >= MAX_OPERATIONS {
-                    let _ = reply.send(Err(NetError::Busy {
-                        max: MAX_OPERATIONS,
-                    }));
-                    return;
-                }
                 let id = self.node.holders(now, key);
                 self.ops.insert(id, Operation::Holders(reply, also));
             }
             Command::Put { key, value, reply } => {
-                if self.ops.len() >= MAX_OPERATIONS {
-                    let _ = reply.send(Err(NetError::Busy {
-                        max: MAX_OPERATIONS,
-                    }));
-                    return;
-                }
                 let id = self.node.put(now, key, value);
                 self.ops.insert(id, Operation::Done(reply));
             }
             Command::Announce { key, reply } => {
-                if self.ops.len() >= MAX_OPERATIONS {
-                    let _ = reply.send(Err(NetError::Busy {
-                        max: MAX_OPERATIONS,
-                    }));
-                    return;
-                }
                 let id = self.node.announce(now, key);
                 self.ops.insert(id, Operation::Done(reply));
             }

@@ -441,3 +441,37 @@ web     IN CNAME www
 alias   IN CNAME web
 *.apps  IN A    127.0.0.2
 ";
+
+/// Bytes that do not compress or repeat, so every leaf is distinct.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// The stdout of a command that must succeed; its stderr in the panic.
+pub fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "command failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `gridedge put ARGS… --admin EDGE`: the output lines (CID, and the key
+/// line of `--encrypt`).
+pub fn put(edge: &Edge, args: &[&str]) -> Vec<String> {
+    let mut all = vec!["put"];
+    all.extend_from_slice(args);
+    let url = edge.admin_url();
+    all.extend_from_slice(&["--admin", &url]);
+    ok(gridedge(&all)).lines().map(str::to_owned).collect()
+}
