@@ -364,12 +364,11 @@ fn a_holder_that_serves_corrupt_blocks_is_rated_down_and_avoided() {
     });
     let reader = &edges[2];
     let mut hit_after_rated = None;
-    // The liar is new: the reader asks a peer it never dealt with first on
-    // one ranking in eight, at random among such peers (the liar, and the
-    // replica that holds nothing and answers 404, which is not rated), else
-    // the liar when it is the nearest. 200 objects leave it unasked with a
-    // chance of (15/16)^200, 3 in a million; the loop ends 5 objects after
-    // it was asked.
+    // The liar is new: the first time the reader sees it named as a
+    // holder, it asks it first, once (exploration), and rates it down on
+    // the corrupt blocks; from then on it never asks it again. The liar
+    // is named from the first object on, so 200 objects leave room for a
+    // slow start; the loop ends 5 objects after it was asked.
     for i in 0..200u64 {
         let path = work.path().join(format!("obj-{}", i + 1));
         let data = pseudo_random(20_000, 101 + i);

@@ -24,15 +24,14 @@
 pub mod behaviour;
 pub mod show;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use libp2p::futures::StreamExt;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, Swarm, identify, kad, noise, request_response, tcp, yamux};
-use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
@@ -51,8 +50,9 @@ pub const LOOKUP_INTERVAL: Duration = Duration::from_secs(2);
 /// together find each other in seconds.)
 pub const BOOTSTRAP_RETRY: Duration = Duration::from_secs(2);
 
-/// One holder ranking in this many puts a never-dealt-with peer first.
-pub const EXPLORE_ONE_IN: u32 = 8;
+/// Holders this edge remembers having asked first (for exploration); the
+/// oldest are forgotten past this many, and may be explored again.
+pub const MAX_EXPLORED: usize = 4096;
 
 /// Commands queued to the driver; more wait (the handle is async).
 const COMMAND_QUEUE: usize = 256;
@@ -426,6 +426,8 @@ impl Overlay {
             counters: Counters::default(),
             last_lookup: None,
             want_lookup: false,
+            explored: VecDeque::new(),
+            explored_set: HashSet::new(),
         };
         driver.bootstrap(&config.bootstrap);
         let task = tokio::spawn(driver.run(rx, config.bootstrap.clone(), shutdown));
@@ -530,6 +532,9 @@ struct Driver {
     counters: Counters,
     last_lookup: Option<Instant>,
     want_lookup: bool,
+    /// Holders already ranked first once (exploration), oldest first.
+    explored: VecDeque<NodeId>,
+    explored_set: HashSet<NodeId>,
 }
 
 impl Driver {
@@ -888,7 +893,7 @@ impl Driver {
         set.iter().take(self.replication).any(|&id| id == self.me)
     }
 
-    fn rank(&self, holders: &[NodeId]) -> Vec<Holder> {
+    fn rank(&mut self, holders: &[NodeId]) -> Vec<Holder> {
         let now = Instant::now();
         let mut seen = HashSet::new();
         let mut candidates: Vec<_> = holders
@@ -898,23 +903,31 @@ impl Driver {
             .map(|&h| self.node.candidate(now, h))
             .collect();
         rank_candidates(&mut candidates);
-        // Exploration: a peer nobody has rated and this edge never dealt
-        // with would never be asked while known peers rank before it, so
-        // it could never earn a standing, good or bad. One request in
-        // EXPLORE_ONE_IN asks one such peer, at random, first; what it
-        // serves is
-        // verified, so a bad one costs a retry and gets rated.
-        let unknown: Vec<usize> = (0..candidates.len())
-            .filter(|&i| !self.node.pgrid().has_dealt_with(candidates[i].peer))
-            .collect();
-        let mut rng = rand::thread_rng();
-        if let Some(&pos) = unknown.choose(&mut rng)
-            && pos > 0
-            && rng.gen_ratio(1, EXPLORE_ONE_IN)
+        // Exploration: a holder that ranks behind known ones would never be
+        // asked, so it could never earn a standing, good or bad. The first
+        // time a holder this edge never asked appears among usable
+        // candidates, it is asked first, once; what it serves is verified,
+        // so a bad one costs one retry and gets rated, and a good one
+        // earns the standing that ranks it from then on.
+        if let Some(pos) = candidates
+            .iter()
+            .position(|c| !self.explored_set.contains(&c.peer))
         {
             let new = candidates.remove(pos);
+            self.explored_set.insert(new.peer);
+            self.explored.push_back(new.peer);
+            if self.explored.len() > MAX_EXPLORED
+                && let Some(old) = self.explored.pop_front()
+            {
+                self.explored_set.remove(&old);
+            }
             candidates.insert(0, new);
         }
+        tracing::debug!(
+            named = ?holders,
+            ranked = ?candidates.iter().map(|c| c.peer).collect::<Vec<_>>(),
+            "overlay: holders ranked"
+        );
         candidates
             .into_iter()
             .filter_map(|c| {

@@ -356,11 +356,6 @@ impl PGridNode {
         self.limited
     }
 
-    /// Whether this node has dealt with `peer` at all (any record).
-    pub fn has_dealt_with(&self, peer: NodeId) -> bool {
-        self.trust.knows(peer)
-    }
-
     /// Whether this node's own recent dealings with `peer` were bad.
     pub fn locally_bad(&self, now_ms: u64, peer: NodeId) -> bool {
         self.trust.locally_bad(now_ms, peer)

@@ -375,11 +375,6 @@ impl LocalTrust {
         self.peers.remove(&peer);
     }
 
-    /// Whether this node has any record of dealings with `peer`.
-    pub fn knows(&self, peer: NodeId) -> bool {
-        self.peers.contains_key(&peer)
-    }
-
     /// Whether this node's own recent dealings with `peer` say bad: the
     /// weighted bad outweighs the good. A node never waits for the global
     /// score to avoid a peer that just cheated it.
