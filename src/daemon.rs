@@ -104,6 +104,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         retriever.clone(),
         shutdown.clone(),
     )?;
+    let proxy = EdgeService::start_proxy(&config.edge, metrics.clone(), shutdown.clone())?;
     let registry_zone = registry
         .as_ref()
         .map(|r| RegistryZone::new(r.clone(), config.edge.public_addresses.clone()));
@@ -156,6 +157,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     }
     if let Some(edge) = edge {
         edge.stopped().await;
+    }
+    if let Some(proxy) = proxy {
+        proxy.stopped().await;
     }
     if let Some(task) = overlay_task {
         let _ = task.await;

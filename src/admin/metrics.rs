@@ -50,6 +50,12 @@ pub struct Metrics {
     /// Gateway requests being served now.
     pub edge_inflight: Gauge,
     content_puts: Family<Labels1, Counter>,
+    proxy_requests: Family<Labels1, Counter>,
+    proxy_cache: Family<Labels1, Counter>,
+    proxy_bytes: Family<Labels1, Counter>,
+    proxy_latency: Family<Labels1, Histogram>,
+    /// Requests the proxy sent to origins.
+    pub proxy_origin_fetches: Counter,
 }
 
 impl Default for Metrics {
@@ -155,8 +161,47 @@ impl Metrics {
             "CARs posted to the admin API, by result (stored or the refusal reason)",
             content_puts.clone(),
         );
+        let proxy_requests = Family::<Labels1, Counter>::default();
+        registry.register(
+            "proxy_requests",
+            "Proxy requests, by route (forward, site, connect, refused, unknown_site, bad)",
+            proxy_requests.clone(),
+        );
+        let proxy_cache = Family::<Labels1, Counter>::default();
+        registry.register(
+            "proxy_cache",
+            "Proxied requests by how the cache served them (HIT, MISS, STALE, UPDATING, EXPIRED, REVALIDATED, BYPASS)",
+            proxy_cache.clone(),
+        );
+        let proxy_bytes = Family::<Labels1, Counter>::default();
+        registry.register(
+            "proxy_sent_bytes",
+            "Response body bytes the proxy sent, by cache result",
+            proxy_bytes.clone(),
+        );
+        let proxy_latency = Family::<Labels1, Histogram>::new_with_constructor(|| {
+            Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                0.0005, 2.0, 16,
+            ))
+        });
+        registry.register(
+            "proxy_latency_seconds",
+            "Seconds from request to logged response, by cache result (the source: cache, revalidation or origin)",
+            proxy_latency.clone(),
+        );
+        let proxy_origin_fetches = Counter::default();
+        registry.register(
+            "proxy_origin_fetches",
+            "Requests the proxy sent to origins",
+            proxy_origin_fetches.clone(),
+        );
         Self {
             registry,
+            proxy_requests,
+            proxy_cache,
+            proxy_bytes,
+            proxy_latency,
+            proxy_origin_fetches,
             edge_requests,
             edge_bytes,
             edge_inflight,
@@ -213,6 +258,35 @@ impl Metrics {
         self.edge_bytes
             .get_or_create(&[("route", route)])
             .inc_by(bytes);
+    }
+
+    /// Counts one proxy request on `route`.
+    pub fn proxy_request(&self, route: &'static str) {
+        self.proxy_requests.get_or_create(&[("route", route)]).inc();
+    }
+
+    /// Counts one proxied request by its cache `result`.
+    pub fn proxy_cache(&self, result: &'static str) {
+        self.proxy_cache.get_or_create(&[("result", result)]).inc();
+    }
+
+    /// Counts `bytes` sent for a request with cache `result`.
+    pub fn proxy_bytes(&self, result: &'static str, bytes: u64) {
+        self.proxy_bytes
+            .get_or_create(&[("result", result)])
+            .inc_by(bytes);
+    }
+
+    /// Records how long a request with cache `result` took.
+    pub fn proxy_latency(&self, result: &'static str, took: std::time::Duration) {
+        self.proxy_latency
+            .get_or_create(&[("result", result)])
+            .observe(took.as_secs_f64());
+    }
+
+    /// Counts one request sent to an origin.
+    pub fn proxy_origin_fetch(&self) {
+        self.proxy_origin_fetches.inc();
     }
 
     /// Counts one `POST /content` with its result.

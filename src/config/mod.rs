@@ -207,6 +207,29 @@ pub struct EdgeConfig {
     pub idle_timeout: Duration,
     /// The longest a fetch from another edge may wait for the next bytes.
     pub fetch_timeout: Duration,
+    /// The HTTP proxy (forward, reverse, CONNECT, with the cache); `None`
+    /// turns it off.
+    pub proxy: Option<ProxyConfig>,
+}
+
+/// The HTTP proxy and its cache.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxyConfig {
+    /// Where it listens.
+    pub listen: SocketAddr,
+    /// Clients that may use it; others get 403.
+    pub allow: Vec<IpNet>,
+    /// Ports CONNECT may open tunnels to; empty allows any.
+    pub connect_ports: Vec<u16>,
+    /// Sites fronted as a reverse proxy: host (lower case, no port) to
+    /// origin `host:port`.
+    pub sites: Vec<(String, String)>,
+    /// Where cached responses live.
+    pub cache_dir: PathBuf,
+    /// Bounds of the cache.
+    pub cache: crate::edge::cache::Limits,
+    /// Requests to one origin at once; more wait.
+    pub max_origin_fetches: usize,
 }
 
 impl Default for Config {
@@ -279,7 +302,7 @@ impl RawConfig {
             registry,
             content,
             overlay: validate_overlay(self.overlay, self.edge.http_listen.trim())?,
-            edge: validate_edge(self.edge)?,
+            edge: validate_edge(self.edge, base, &data_dir)?,
             data_dir,
         })
     }
@@ -379,7 +402,11 @@ fn validate_overlay(
     }))
 }
 
-fn validate_edge(raw: raw::RawEdge) -> Result<EdgeConfig, ConfigError> {
+fn validate_edge(
+    raw: raw::RawEdge,
+    base: &Path,
+    data_dir: &Path,
+) -> Result<EdgeConfig, ConfigError> {
     // A runtime of more threads than this is a typo, not a plan: the
     // gateway's work is disk and network bound.
     if !(1..=64).contains(&raw.threads) {
@@ -406,7 +433,65 @@ fn validate_edge(raw: raw::RawEdge) -> Result<EdgeConfig, ConfigError> {
             )
         })?),
     };
+    let proxy = match raw.proxy_listen.trim() {
+        "off" => None,
+        addr => {
+            let listen = addr.parse().map_err(|_| {
+                invalid(
+                    "edge.proxy_listen",
+                    format!("`{addr}` is not an address like 127.0.0.1:3128, nor `off`"),
+                )
+            })?;
+            let mut sites = Vec::new();
+            for site in &raw.sites {
+                let host = site.host.trim().to_ascii_lowercase();
+                if host.is_empty() || host.contains(['/', ':', ' ']) {
+                    return Err(invalid(
+                        "edge.sites",
+                        format!("`{}` is not a host name like www.example.org", site.host),
+                    ));
+                }
+                let origin = site.origin.trim();
+                if origin
+                    .rsplit_once(':')
+                    .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+                {
+                    return Err(invalid(
+                        "edge.sites",
+                        format!("origin `{origin}` of {host} is not host:port like 127.0.0.1:8000"),
+                    ));
+                }
+                sites.push((host, origin.to_owned()));
+            }
+            if raw.cache_max_object_bytes == 0 || raw.cache_max_object_bytes > raw.cache_disk_bytes
+            {
+                return Err(invalid(
+                    "edge.cache_max_object_bytes",
+                    "must be at least 1 and at most edge.cache_disk_bytes",
+                ));
+            }
+            if !(1..=100_000).contains(&raw.max_origin_fetches) {
+                return Err(invalid("edge.max_origin_fetches", "must be in 1..=100000"));
+            }
+            Some(ProxyConfig {
+                listen,
+                allow: raw.proxy_allow,
+                connect_ports: raw.connect_ports,
+                sites,
+                cache_dir: raw
+                    .cache_dir
+                    .map_or_else(|| data_dir.join("http-cache"), |d| base.join(d)),
+                cache: crate::edge::cache::Limits {
+                    disk_bytes: raw.cache_disk_bytes,
+                    memory_bytes: raw.cache_memory_bytes,
+                    max_object_bytes: raw.cache_max_object_bytes,
+                },
+                max_origin_fetches: raw.max_origin_fetches,
+            })
+        }
+    };
     Ok(EdgeConfig {
+        proxy,
         public_addresses: raw.public_addresses,
         http_listen,
         threads: raw.threads,

@@ -255,6 +255,24 @@ pub struct RawEdge {
     pub max_concurrent_requests: usize,
     pub idle_timeout_secs: u64,
     pub fetch_timeout_secs: u64,
+    /// The proxy's listener, or `off`.
+    pub proxy_listen: String,
+    pub proxy_allow: Vec<IpNet>,
+    pub connect_ports: Vec<u16>,
+    pub sites: Vec<RawSite>,
+    pub cache_dir: Option<std::path::PathBuf>,
+    pub cache_disk_bytes: u64,
+    pub cache_memory_bytes: u64,
+    pub cache_max_object_bytes: u64,
+    pub max_origin_fetches: usize,
+}
+
+/// `[[edge.sites]]`: a site the proxy fronts.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSite {
+    pub host: String,
+    pub origin: String,
 }
 
 impl Default for RawEdge {
@@ -266,6 +284,15 @@ impl Default for RawEdge {
             max_concurrent_requests: 256,
             idle_timeout_secs: 30,
             fetch_timeout_secs: 30,
+            proxy_listen: "127.0.0.1:3128".into(),
+            proxy_allow: loopback(),
+            connect_ports: vec![443],
+            sites: Vec::new(),
+            cache_dir: None,
+            cache_disk_bytes: 1 << 30,
+            cache_memory_bytes: 64 << 20,
+            cache_max_object_bytes: 64 << 20,
+            max_origin_fetches: 64,
         }
     }
 }

@@ -11,6 +11,8 @@
 //! | `fetch.rs` | `Fetcher`: a DAG or a block from a peer edge, every block checked |
 //! | `retrieve.rs` | `Retriever`: an object from the holders the overlay names, nearest first; the replicas this edge keeps |
 //! | `client.rs` | `gridedge put` and `gridedge get` |
+//! | `proxy.rs` | `EdgeProxy`: forward proxy, CONNECT, reverse proxy for sites, RFC 9111 caching (pingora-proxy) |
+//! | `cache.rs` | `DiskCache`: pingora-cache storage on disk with a memory tier, crash-safe |
 //!
 //! ## How pingora runs inside `gridedge run`
 //!
@@ -28,11 +30,13 @@
 //! connections are not reused, and requests in flight get a grace period
 //! before the runtime is dropped.
 
+pub mod cache;
 pub mod client;
 pub mod fetch;
 pub mod fuzz;
 pub mod gateway;
 pub mod mime;
+pub mod proxy;
 pub mod request;
 pub mod retrieve;
 
@@ -68,6 +72,14 @@ pub enum EdgeError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The HTTP cache's directory could not be opened.
+    #[error("cannot open the HTTP cache in {}: {source}", dir.display())]
+    Cache {
+        /// The directory.
+        dir: std::path::PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// The gateway's runtime or thread could not be made.
     #[error("cannot start the HTTP gateway's runtime: {source}")]
     Runtime {
@@ -95,14 +107,6 @@ impl EdgeService {
         let Some(addr) = config.http_listen else {
             return Ok(None);
         };
-        let listener =
-            std::net::TcpListener::bind(addr).map_err(|source| EdgeError::Bind { addr, source })?;
-        let bound = listener
-            .local_addr()
-            .map_err(|source| EdgeError::Bind { addr, source })?;
-        listener
-            .set_nonblocking(true)
-            .map_err(|source| EdgeError::Bind { addr, source })?;
         let gateway = gateway::Gateway::new(
             store,
             metrics,
@@ -110,47 +114,42 @@ impl EdgeService {
             config.idle_timeout,
             retriever,
         );
-        let key = bound.to_string();
-        let mut service = Service::new("gateway".into(), gateway);
-        service.add_tcp(&key);
-        let mut fds = Fds::new();
-        // pingora takes the descriptor over (and closes it when done).
-        fds.add(key, listener.into_raw_fd());
-        let fds = Arc::new(parking_lot::Mutex::new(fds));
-
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(config.threads)
-            .thread_name("edge-http")
-            .enable_all()
-            .build()
-            .map_err(|source| EdgeError::Runtime { source })?;
-        let (watch_tx, watch_rx) = tokio::sync::watch::channel(false);
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-        std::thread::Builder::new()
-            .name("edge-main".into())
-            .spawn(move || {
-                runtime.block_on(service.start_service(Some(fds), watch_rx, 1));
-                // The accept loops have ended; connections still open finish
-                // within the grace period or are dropped with the runtime.
-                runtime.shutdown_timeout(SHUTDOWN_GRACE);
-                let _ = done_tx.send(());
-            })
-            .map_err(|source| EdgeError::Runtime { source })?;
-        tokio::spawn(async move {
-            shutdown.cancelled().await;
-            let _ = watch_tx.send(true);
-            // Keep the sender until the service is gone: a dropped sender
-            // reads as an error to pingora's accept loop, not a shutdown.
-            watch_tx.closed().await;
-        });
-        tracing::info!(addr = %bound, "HTTP gateway listening");
-        Ok(Some(EdgeService {
-            addr: bound,
-            stopped: done_rx,
-        }))
+        serve("gateway", addr, gateway, config.threads, shutdown).map(Some)
     }
 
-    /// The address the gateway listens on.
+    /// Binds the proxy's address and serves the proxy and its cache until
+    /// `shutdown` is cancelled. `None` when the proxy is turned off.
+    pub fn start_proxy(
+        config: &EdgeConfig,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+    ) -> Result<Option<EdgeService>, EdgeError> {
+        let Some(proxy) = &config.proxy else {
+            return Ok(None);
+        };
+        let cache = cache::DiskCache::open(&proxy.cache_dir, proxy.cache).map_err(|source| {
+            EdgeError::Cache {
+                dir: proxy.cache_dir.clone(),
+                source,
+            }
+        })?;
+        let usage = cache.usage();
+        tracing::info!(
+            dir = %proxy.cache_dir.display(),
+            entries = usage.entries,
+            bytes = usage.disk_bytes,
+            "HTTP cache opened"
+        );
+        let app = proxy::EdgeProxy::new(proxy, cache.leak(), metrics);
+        let conf = Arc::new(pingora_core::server::configuration::ServerConf::default());
+        let mut app = pingora_proxy::http_proxy(&conf, app);
+        let mut options = pingora_core::apps::HttpServerOptions::default();
+        options.allow_connect_method_proxying = true;
+        app.server_options = Some(options);
+        serve("proxy", proxy.listen, app, config.threads, shutdown).map(Some)
+    }
+
+    /// The address the service listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
@@ -159,4 +158,64 @@ impl EdgeService {
     pub async fn stopped(self) {
         let _ = self.stopped.await;
     }
+}
+
+/// Binds `addr` and runs `app` on it, on a runtime and thread of its own,
+/// until `shutdown` is cancelled.
+fn serve<A>(
+    name: &'static str,
+    addr: SocketAddr,
+    app: A,
+    threads: usize,
+    shutdown: CancellationToken,
+) -> Result<EdgeService, EdgeError>
+where
+    A: pingora_core::apps::ServerApp + Send + Sync + 'static,
+{
+    let listener =
+        std::net::TcpListener::bind(addr).map_err(|source| EdgeError::Bind { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| EdgeError::Bind { addr, source })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| EdgeError::Bind { addr, source })?;
+    let key = bound.to_string();
+    let mut service = Service::new(name.into(), app);
+    service.add_tcp(&key);
+    let mut fds = Fds::new();
+    // pingora takes the descriptor over (and closes it when done).
+    fds.add(key, listener.into_raw_fd());
+    let fds = Arc::new(parking_lot::Mutex::new(fds));
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name(format!("edge-{name}"))
+        .enable_all()
+        .build()
+        .map_err(|source| EdgeError::Runtime { source })?;
+    let (watch_tx, watch_rx) = tokio::sync::watch::channel(false);
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(format!("{name}-main"))
+        .spawn(move || {
+            runtime.block_on(service.start_service(Some(fds), watch_rx, 1));
+            // The accept loops have ended; connections still open finish
+            // within the grace period or are dropped with the runtime.
+            runtime.shutdown_timeout(SHUTDOWN_GRACE);
+            let _ = done_tx.send(());
+        })
+        .map_err(|source| EdgeError::Runtime { source })?;
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        let _ = watch_tx.send(true);
+        // Keep the sender until the service is gone: a dropped sender
+        // reads as an error to pingora's accept loop, not a shutdown.
+        watch_tx.closed().await;
+    });
+    tracing::info!(addr = %bound, service = name, "HTTP listening");
+    Ok(EdgeService {
+        addr: bound,
+        stopped: done_rx,
+    })
 }

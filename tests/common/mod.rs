@@ -33,6 +33,8 @@ pub struct Edge {
     pub doh: SocketAddr,
     /// The HTTP gateway (`[edge] http_listen`).
     pub http: SocketAddr,
+    /// The HTTP proxy (`[edge] proxy_listen`).
+    pub proxy: SocketAddr,
     /// The overlay's listen address (`[overlay] listen`), a multiaddr.
     pub overlay: String,
     log: PathBuf,
@@ -113,6 +115,7 @@ impl EdgeBuilder {
         let dot: SocketAddr = format!("{ip}:{}", free_port(ip)).parse().unwrap();
         let doh: SocketAddr = format!("{ip}:{}", free_port(ip)).parse().unwrap();
         let http: SocketAddr = format!("{ip}:{}", free_port(ip)).parse().unwrap();
+        let proxy: SocketAddr = format!("{ip}:{}", free_port(ip)).parse().unwrap();
         let overlay = format!("/ip4/{ip}/tcp/{}", free_port(ip));
         let data = dir.path().join("data");
         if self.tls {
@@ -127,7 +130,7 @@ impl EdgeBuilder {
             "data_dir = {data:?}\n[log]\nlevel = \"info,gridedge=debug\"\n\
              [dns]\nlisten_udp = [\"{dns}\"]\nlisten_tcp = [\"{dns}\"]\n\
              listen_tls = [\"{dot}\"]\nlisten_https = [\"{doh}\"]\nzones_dir = {zones:?}\n{}\n\
-             [admin]\nlisten = \"{admin}\"\n[edge]\nhttp_listen = \"{http}\"\n{}\n\
+             [admin]\nlisten = \"{admin}\"\n[edge]\nhttp_listen = \"{http}\"\nproxy_listen = \"{proxy}\"\n{}\n\
              [overlay]\nlisten = [\"{overlay}\"]\n{}\n{}",
             self.dns_extra, self.edge_extra, self.overlay_extra, self.extra
         );
@@ -144,6 +147,7 @@ impl EdgeBuilder {
             dot,
             doh,
             http,
+            proxy,
             overlay,
             log,
         };
