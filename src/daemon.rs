@@ -104,7 +104,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         retriever.clone(),
         shutdown.clone(),
     )?;
-    let proxy = EdgeService::start_proxy(&config.edge, metrics.clone(), shutdown.clone())?;
+    let proxy = EdgeService::start_proxy(
+        &config.edge,
+        metrics.clone(),
+        registry.clone(),
+        edge.as_ref().map(EdgeService::addr),
+        shutdown.clone(),
+    )?;
     let registry_zone = registry
         .as_ref()
         .map(|r| RegistryZone::new(r.clone(), config.edge.public_addresses.clone()));

@@ -511,3 +511,48 @@ fn kill_minus_nine_during_registrations_loses_no_acknowledged_name() {
     // The chain replays cleanly: every block verified on each start.
     assert!(!edge.log().contains("does not replay"), "{}", edge.log());
 }
+
+/// A registry name with content is served by the edge's proxy: the name's
+/// CID from the gateway, paths inside it, cached like any response.
+#[test]
+fn a_name_with_content_is_served_through_the_proxy() {
+    let (edge, _genesis) = quick_edge();
+    let (key, _) = keygen(&edge, "site.key");
+    let site = edge.dir.path().join("site");
+    std::fs::create_dir_all(site.join("docs")).unwrap();
+    std::fs::write(site.join("index.html"), "<h1>hello from the grid</h1>").unwrap();
+    std::fs::write(site.join("docs/a.txt"), "a page inside").unwrap();
+    let cid = common::put(&edge, &[site.to_str().unwrap()])[0].clone();
+    ok(name(
+        &edge,
+        &["register", "site.grid", "--key", &key, "--content", &cid],
+    ));
+    let proxy = format!("http://{}", edge.proxy);
+    let curl = |url: &str| -> (String, String) {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "--max-time", "20", "-i", "-x", &proxy, url])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        (head.to_owned(), body.to_owned())
+    };
+    let (head, body) = curl("http://site.grid/");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, "<h1>hello from the grid</h1>");
+    let (head, body) = curl("http://site.grid/docs/a.txt");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, "a page inside");
+    let (head, _) = curl("http://site.grid/docs/a.txt");
+    assert!(head.contains("X-Cache-Status: HIT"), "{head}");
+    // A directory without its slash redirects within the name.
+    let (head, _) = curl("http://site.grid/docs");
+    assert!(head.contains("Location: /docs/"), "{head}");
+    // By CID on any host, and names that have no content.
+    let (head, body) = curl(&format!("http://localhost/ipfs/{cid}/docs/a.txt"));
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, "a page inside");
+    let (head, body) = curl("http://nobody.grid/");
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    assert!(body.contains("nobody is not registered"), "{body}");
+}

@@ -122,6 +122,8 @@ impl EdgeService {
     pub fn start_proxy(
         config: &EdgeConfig,
         metrics: Arc<Metrics>,
+        registry: Option<Arc<crate::registry::service::Registry>>,
+        gateway: Option<SocketAddr>,
         shutdown: CancellationToken,
     ) -> Result<Option<EdgeService>, EdgeError> {
         let Some(proxy) = &config.proxy else {
@@ -140,7 +142,7 @@ impl EdgeService {
             bytes = usage.disk_bytes,
             "HTTP cache opened"
         );
-        let app = proxy::EdgeProxy::new(proxy, cache.leak(), metrics);
+        let app = proxy::EdgeProxy::new(proxy, cache.leak(), metrics, registry, gateway);
         let conf = Arc::new(pingora_core::server::configuration::ServerConf::default());
         let mut app = pingora_proxy::http_proxy(&conf, app);
         let mut options = pingora_core::apps::HttpServerOptions::default();

@@ -21,7 +21,7 @@
 //! URL, and the Location and Content-Location of the same host.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -46,6 +46,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::admin::Metrics;
 use crate::config::ProxyConfig;
 use crate::edge::cache::DiskCache;
+use crate::registry::service::Registry;
+use crate::registry::source::RegistrySource;
 
 /// How long 404 and 410 responses without freshness of their own are
 /// cached (negative caching: short, so a fixed page shows up soon).
@@ -77,6 +79,20 @@ pub struct EdgeProxy {
     max_origin_fetches: usize,
     origins: Mutex<HashMap<String, Arc<Semaphore>>>,
     metrics: Arc<Metrics>,
+    /// Content by name: registry names are served from this edge's
+    /// gateway (`/ipfs/<cid>/...`).
+    registry: Option<Arc<Registry>>,
+    gateway: Option<SocketAddr>,
+}
+
+/// What a request for content resolves to.
+enum Content {
+    /// Not a content request.
+    No,
+    /// Served from the gateway at this target.
+    Yes(Target),
+    /// A content request that cannot be served: status and why.
+    Refused(u16, String),
 }
 
 impl EdgeProxy {
@@ -85,6 +101,8 @@ impl EdgeProxy {
         config: &ProxyConfig,
         cache: &'static DiskCache,
         metrics: Arc<Metrics>,
+        registry: Option<Arc<Registry>>,
+        gateway: Option<SocketAddr>,
     ) -> EdgeProxy {
         let lock: Box<CacheKeyLockImpl> = CacheLock::new_boxed(FILL_LOCK_TIMEOUT);
         EdgeProxy {
@@ -96,7 +114,47 @@ impl EdgeProxy {
             max_origin_fetches: config.max_origin_fetches,
             origins: Mutex::new(HashMap::new()),
             metrics,
+            registry,
+            gateway,
         }
+    }
+
+    /// Content by name: `host` under the registry zone serves its name's
+    /// content CID, and a path `/ipfs/<cid>/...` serves that CID, both from
+    /// this edge's gateway (whose answers are immutable, so cached long).
+    /// `shown` is the authority as the client wrote it.
+    fn content(&self, host: &str, path: &str, shown: &str) -> Content {
+        let mut prefix = None;
+        if let Some(registry) = &self.registry
+            && let Ok((name, sub)) = registry.zone().split(&format!("{host}."))
+        {
+            let source = registry.read();
+            let Some(state) = source.state().lookup(&name, source.height()) else {
+                return Content::Refused(404, format!("{} is not registered", name.as_str()));
+            };
+            let Some(cid) = &state.content else {
+                return Content::Refused(404, format!("{} has no content", name.as_str()));
+            };
+            if !sub.is_apex() {
+                return Content::Refused(
+                    404,
+                    format!("{host} has no content (only {} does)", name.as_str()),
+                );
+            }
+            prefix = Some(format!("/ipfs/{cid}"));
+        } else if !path.starts_with("/ipfs/") {
+            return Content::No;
+        }
+        let Some(gateway) = self.gateway else {
+            return Content::Refused(503, "this edge's gateway is off (edge.http_listen)".into());
+        };
+        Content::Yes(Target {
+            url: format!("http://{shown}{path}"),
+            authority: shown.to_owned(),
+            connect: gateway.to_string(),
+            path_and_query: format!("{}{path}", prefix.as_deref().unwrap_or("")),
+            ipfs_prefix: prefix,
+        })
     }
 
     fn allowed(&self, ip: IpAddr) -> bool {
@@ -160,7 +218,8 @@ impl EdgeProxy {
                     return respond(session, 502, &format!("cannot reach {target}: {e}")).await;
                 }
                 Err(_) => {
-                    return respond(session, 504, &format!("{target} did not answer in time")).await;
+                    return respond(session, 504, &format!("{target} did not answer in time"))
+                        .await;
                 }
             };
         ctx.tunnel = true;
@@ -209,6 +268,9 @@ struct Target {
     path_and_query: String,
     /// The URL the cache knows it by.
     url: String,
+    /// For a registry name, the `/ipfs/<cid>` put before the client's
+    /// path, taken back out of redirects.
+    ipfs_prefix: Option<String>,
 }
 
 /// Per-request state.
@@ -428,17 +490,31 @@ impl ProxyHttp for EdgeProxy {
                     respond(session, 400, &format!("`{authority}` is not a host[:port]")).await?;
                     return Ok(true);
                 };
-                ctx.route = "forward";
                 let shown = if port == 80 {
                     host.clone()
                 } else {
                     format!("{host}:{port}")
                 };
-                Target {
-                    url: format!("http://{shown}{path}"),
-                    authority: shown,
-                    connect: format!("{host}:{port}"),
-                    path_and_query: path,
+                match self.content(&host, &path, &shown) {
+                    Content::Yes(target) => {
+                        ctx.route = "content";
+                        target
+                    }
+                    Content::Refused(status, why) => {
+                        ctx.route = "content";
+                        respond(session, status, &why).await?;
+                        return Ok(true);
+                    }
+                    Content::No => {
+                        ctx.route = "forward";
+                        Target {
+                            url: format!("http://{shown}{path}"),
+                            authority: shown,
+                            connect: format!("{host}:{port}"),
+                            path_and_query: path,
+                            ipfs_prefix: None,
+                        }
+                    }
                 }
             }
             RawTargetAuthority::None => {
@@ -447,9 +523,30 @@ impl ProxyHttp for EdgeProxy {
                     .get(http::header::HOST)
                     .and_then(|h| h.to_str().ok())
                     .and_then(|h| split_authority(h, 80));
+                let path = String::from_utf8_lossy(req.raw_path()).into_owned();
                 let site = host
                     .as_ref()
                     .and_then(|(h, _)| self.sites.get(h).map(|o| (h.clone(), o.clone())));
+                if site.is_none() {
+                    let (name, shown) = match &host {
+                        Some((h, 80)) => (h.clone(), h.clone()),
+                        Some((h, p)) => (h.clone(), format!("{h}:{p}")),
+                        None => (String::new(), "localhost".to_owned()),
+                    };
+                    match self.content(&name, &path, &shown) {
+                        Content::Yes(target) => {
+                            ctx.route = "content";
+                            ctx.target = Some(target);
+                            return Ok(false);
+                        }
+                        Content::Refused(status, why) => {
+                            ctx.route = "content";
+                            respond(session, status, &why).await?;
+                            return Ok(true);
+                        }
+                        Content::No => {}
+                    }
+                }
                 let Some((host, origin)) = site else {
                     ctx.route = "unknown_site";
                     let name = host.map_or("(no Host)".to_owned(), |(h, _)| h);
@@ -465,12 +562,12 @@ impl ProxyHttp for EdgeProxy {
                     return Ok(true);
                 };
                 ctx.route = "site";
-                let path = String::from_utf8_lossy(req.raw_path()).into_owned();
                 Target {
                     url: format!("http://{host}{path}"),
                     authority: host,
                     connect: origin,
                     path_and_query: path,
+                    ipfs_prefix: None,
                 }
             }
             RawTargetAuthority::AmbiguousAuthority => {
@@ -630,6 +727,13 @@ impl ProxyHttp for EdgeProxy {
                     }
                 }
             }
+        }
+        if let Some(prefix) = ctx.target.as_ref().and_then(|t| t.ipfs_prefix.as_deref())
+            && let Some(location) = resp.headers.get("location").and_then(|v| v.to_str().ok())
+            && let Some(rest) = location.strip_prefix(prefix)
+        {
+            let rest = if rest.is_empty() { "/" } else { rest }.to_owned();
+            resp.insert_header("Location", rest)?;
         }
         let status = cache_status(session);
         resp.insert_header("X-Cache-Status", status)?;
