@@ -109,6 +109,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         metrics.clone(),
         registry.clone(),
         edge.as_ref().map(EdgeService::addr),
+        retriever.as_ref().map(|r| r.overlay().clone()),
         shutdown.clone(),
     )?;
     let registry_zone = registry

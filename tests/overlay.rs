@@ -344,6 +344,7 @@ fn a_holder_that_serves_corrupt_blocks_is_rated_down_and_avoided() {
                 max_streams: 64,
             },
             http_url: Some(format!("http://{server}")),
+            proxy_url: None,
             replication: 1,
             keep_replicas: false,
             trust_epoch: Some(Duration::from_secs(20)),
@@ -443,4 +444,87 @@ fn a_holder_that_serves_corrupt_blocks_is_rated_down_and_avoided() {
     }
     shutdown.cancel();
     runtime.block_on(liar.task).unwrap();
+}
+
+/// A web page one edge's proxy fetched from the origin is served to the
+/// other edges from that edge's cache, through the overlay (the holder it
+/// announced under the URL's key), not from the origin again; a holder
+/// that has lost it answers 504 to only-if-cached and the asker goes on
+/// to the origin.
+#[test]
+fn a_page_cached_at_one_edge_is_served_to_the_others_from_it() {
+    use common::origin::{Origin, Seen, h};
+    fn page(req: &Seen, n: usize) -> (u16, Vec<(String, String)>, Vec<u8>) {
+        let body = format!("{} from the origin, fetch {n}", req.path).into_bytes();
+        (200, vec![h("Cache-Control", "max-age=300")], body)
+    }
+    let edges = cluster(23, 3, "");
+    converge(&edges);
+    let origin = Origin::start("127.0.23.9", page);
+    let get = |edge: &Edge, path: &str| -> String {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "--max-time", "20", "-x"])
+            .arg(format!("http://{}", edge.proxy))
+            .arg(format!("http://{}{path}", origin.addr))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(get(&edges[0], "/a"), "/a from the origin, fetch 1");
+    // The announcement reaches the responsible peers in a moment; the
+    // other edges then find edge 0 as the holder.
+    let took = wait_for(
+        "edge 1 to get /a from edge 0",
+        Duration::from_secs(30),
+        || {
+            let before = origin.count("/a");
+            let body = get(&edges[1], "/a");
+            assert_eq!(body, "/a from the origin, fetch 1", "a different body");
+            assert_eq!(origin.count("/a"), before, "edge 1 went to the origin");
+            edges[1].metric("gridedge_proxy_peer_fetches_total") >= 1.0
+        },
+    );
+    eprintln!("edge 1 found edge 0's copy {took:?} after it was cached");
+    assert_eq!(get(&edges[2], "/a"), "/a from the origin, fetch 1");
+    assert_eq!(origin.count("/a"), 1, "only edge 0 went to the origin");
+    // Purged where it is cached, the edges stay named holders for a
+    // while: edge 2 asks them, gets 504s, and goes on to the origin.
+    assert_eq!(get(&edges[0], "/b"), "/b from the origin, fetch 1");
+    let fetched = |e: &Edge| e.metric("gridedge_proxy_peer_fetches_total");
+    let before = fetched(&edges[1]);
+    wait_for(
+        "edge 1 to get /b from edge 0",
+        Duration::from_secs(30),
+        || {
+            assert_eq!(get(&edges[1], "/b"), "/b from the origin, fetch 1");
+            fetched(&edges[1]) > before
+        },
+    );
+    // Both now hold it (edge 1 cached what it fetched, and announced it);
+    // both lose it.
+    for edge in &edges[..2] {
+        let purge = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-X",
+                "PURGE",
+                "-x",
+            ])
+            .arg(format!("http://{}", edge.proxy))
+            .arg(format!("http://{}/b", origin.addr))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&purge.stdout), "200");
+    }
+    let before = fetched(&edges[2]);
+    assert_eq!(get(&edges[2], "/b"), "/b from the origin, fetch 2");
+    assert!(
+        fetched(&edges[2]) > before,
+        "edge 2 did not ask a holder first"
+    );
+    assert_eq!(origin.count("/b"), 2);
 }

@@ -56,6 +56,8 @@ pub struct Metrics {
     proxy_latency: Family<Labels1, Histogram>,
     /// Requests the proxy sent to origins.
     pub proxy_origin_fetches: Counter,
+    /// Misses the proxy asked another edge for.
+    pub proxy_peer_fetches: Counter,
 }
 
 impl Default for Metrics {
@@ -195,8 +197,15 @@ impl Metrics {
             "Requests the proxy sent to origins",
             proxy_origin_fetches.clone(),
         );
+        let proxy_peer_fetches = Counter::default();
+        registry.register(
+            "proxy_peer_fetches",
+            "Misses the proxy asked another edge for (a holder the overlay named)",
+            proxy_peer_fetches.clone(),
+        );
         Self {
             registry,
+            proxy_peer_fetches,
             proxy_requests,
             proxy_cache,
             proxy_bytes,
@@ -282,6 +291,11 @@ impl Metrics {
         self.proxy_latency
             .get_or_create(&[("result", result)])
             .observe(took.as_secs_f64());
+    }
+
+    /// Counts one miss asked of another edge.
+    pub fn proxy_peer_fetch(&self) {
+        self.proxy_peer_fetches.inc();
     }
 
     /// Counts one request sent to an origin.

@@ -301,7 +301,11 @@ impl RawConfig {
             },
             registry,
             content,
-            overlay: validate_overlay(self.overlay, self.edge.http_listen.trim())?,
+            overlay: validate_overlay(
+                self.overlay,
+                self.edge.http_listen.trim(),
+                self.edge.proxy_listen.trim(),
+            )?,
             edge: validate_edge(self.edge, base, &data_dir)?,
             data_dir,
         })
@@ -311,6 +315,7 @@ impl RawConfig {
 fn validate_overlay(
     raw: raw::RawOverlay,
     http_listen: &str,
+    proxy_listen: &str,
 ) -> Result<Option<crate::net::NetConfig>, ConfigError> {
     use libp2p::Multiaddr;
     let addrs = |key: &'static str, list: &[String]| -> Result<Vec<Multiaddr>, ConfigError> {
@@ -396,6 +401,10 @@ fn validate_overlay(
             max_streams: 256,
         },
         http_url,
+        proxy_url: match proxy_listen.parse::<SocketAddr>() {
+            Ok(addr) if !addr.ip().is_unspecified() => Some(format!("http://{addr}")),
+            _ => None,
+        },
         replication: raw.replication,
         keep_replicas: raw.keep_replicas,
         trust_epoch: raw.trust_epoch_secs.map(Duration::from_secs),

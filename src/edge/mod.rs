@@ -124,6 +124,7 @@ impl EdgeService {
         metrics: Arc<Metrics>,
         registry: Option<Arc<crate::registry::service::Registry>>,
         gateway: Option<SocketAddr>,
+        overlay: Option<crate::net::Overlay>,
         shutdown: CancellationToken,
     ) -> Result<Option<EdgeService>, EdgeError> {
         let Some(proxy) = &config.proxy else {
@@ -142,7 +143,7 @@ impl EdgeService {
             bytes = usage.disk_bytes,
             "HTTP cache opened"
         );
-        let app = proxy::EdgeProxy::new(proxy, cache.leak(), metrics, registry, gateway);
+        let app = proxy::EdgeProxy::new(proxy, cache.leak(), metrics, registry, gateway, overlay);
         let conf = Arc::new(pingora_core::server::configuration::ServerConf::default());
         let mut app = pingora_proxy::http_proxy(&conf, app);
         let mut options = pingora_core::apps::HttpServerOptions::default();

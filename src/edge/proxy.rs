@@ -46,6 +46,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::admin::Metrics;
 use crate::config::ProxyConfig;
 use crate::edge::cache::DiskCache;
+use crate::net::{Holder, Overlay};
 use crate::registry::service::Registry;
 use crate::registry::source::RegistrySource;
 
@@ -66,6 +67,26 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// An origin that sends nothing for this long is given up on.
 const ORIGIN_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Holders of a URL asked on a miss before the origin.
+const MAX_PEER_TRIES: usize = 2;
+
+/// The longest a miss waits for the overlay to name holders.
+const HOLDERS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The overlay key of a URL (its cache key's URL): edges that cached it
+/// announce themselves under it, as CoralCDN's index did.
+pub fn url_key(url: &str) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"gridedge url\0");
+    h.update(url.as_bytes());
+    h.finalize().into()
+}
+
+fn only_if_cached(req: &RequestHeader) -> bool {
+    CacheControl::from_req_headers(req).is_some_and(|cc| cc.only_if_cached())
+}
+
 /// Status codes cacheable by heuristic freshness (RFC 9110 §15.1).
 const HEURISTIC_STATUSES: [u16; 12] = [200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501];
 
@@ -83,6 +104,8 @@ pub struct EdgeProxy {
     /// gateway (`/ipfs/<cid>/...`).
     registry: Option<Arc<Registry>>,
     gateway: Option<SocketAddr>,
+    /// The overlay, where misses look for edges that cached the URL.
+    overlay: Option<Overlay>,
 }
 
 /// What a request for content resolves to.
@@ -103,6 +126,7 @@ impl EdgeProxy {
         metrics: Arc<Metrics>,
         registry: Option<Arc<Registry>>,
         gateway: Option<SocketAddr>,
+        overlay: Option<Overlay>,
     ) -> EdgeProxy {
         let lock: Box<CacheKeyLockImpl> = CacheLock::new_boxed(FILL_LOCK_TIMEOUT);
         EdgeProxy {
@@ -116,7 +140,38 @@ impl EdgeProxy {
             metrics,
             registry,
             gateway,
+            overlay,
         }
+    }
+
+    /// The next edge to ask for a miss, from the holders the overlay
+    /// names for the URL (looked up once per request), nearest first.
+    async fn next_holder(&self, session: &Session, ctx: &mut Ctx) -> Option<Holder> {
+        let overlay = self.overlay.as_ref()?;
+        let target = ctx.target.as_ref()?;
+        let req = session.req_header();
+        // Content names are the gateway's (which asks the overlay itself);
+        // an edge asking this one must not start a chain of asks.
+        if target.ipfs_prefix.is_some()
+            || !matches!(req.method, Method::GET | Method::HEAD)
+            || only_if_cached(req)
+            || ctx.peer_tries >= MAX_PEER_TRIES
+        {
+            return None;
+        }
+        if ctx.holders.is_none() {
+            let key = url_key(&target.url);
+            let found = tokio::time::timeout(HOLDERS_TIMEOUT, overlay.holders(key, &[])).await;
+            let mut holders = match found {
+                Ok(Ok(holders)) => holders,
+                _ => Vec::new(),
+            };
+            holders.retain(|h| h.proxy.is_some() && h.node != overlay.node_id());
+            ctx.holders = Some(holders);
+        }
+        let holder = ctx.holders.as_ref()?.get(ctx.peer_tries)?.clone();
+        ctx.peer_tries += 1;
+        Some(holder)
     }
 
     /// Content by name: `host` under the registry zone serves its name's
@@ -276,6 +331,13 @@ struct Target {
 /// Per-request state.
 pub struct Ctx {
     target: Option<Target>,
+    /// Edges the overlay named as holders of the URL.
+    holders: Option<Vec<Holder>>,
+    /// The edge asked now, if the request is with a peer.
+    peer: Option<Holder>,
+    peer_tries: usize,
+    /// The peer answered that it does not have the URL.
+    peer_miss: bool,
     permit: Option<OwnedSemaphorePermit>,
     tunnel: bool,
     route: &'static str,
@@ -435,6 +497,10 @@ impl ProxyHttp for EdgeProxy {
     fn new_ctx(&self) -> Ctx {
         Ctx {
             target: None,
+            holders: None,
+            peer: None,
+            peer_tries: 0,
+            peer_miss: false,
             permit: None,
             tunnel: false,
             route: "none",
@@ -647,7 +713,33 @@ impl ProxyHttp for EdgeProxy {
         variance.finalize()
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+    async fn proxy_upstream_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<bool> {
+        // An edge asking for what this one has cached: a miss is a 504
+        // (RFC 9111 §5.2.1.7), never a fetch of its own.
+        if only_if_cached(session.req_header()) {
+            respond(session, 504, "not cached here (only-if-cached)").await?;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        ctx.peer = self.next_holder(session, ctx).await;
+        if let Some(holder) = &ctx.peer {
+            let addr = holder
+                .proxy
+                .as_deref()
+                .and_then(|u| u.strip_prefix("http://"))
+                .and_then(|a| a.trim_end_matches('/').parse::<SocketAddr>().ok());
+            if let Some(addr) = addr {
+                self.metrics.proxy_peer_fetch();
+                let mut peer = HttpPeer::new(addr, false, String::new());
+                peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
+                peer.options.read_timeout = Some(ORIGIN_READ_TIMEOUT);
+                return Ok(Box::new(peer));
+            }
+            ctx.peer = None;
+        }
         let target = ctx
             .target
             .clone()
@@ -684,7 +776,14 @@ impl ProxyHttp for EdgeProxy {
         let Some(target) = &ctx.target else {
             return Ok(());
         };
-        upstream.set_raw_path(target.path_and_query.as_bytes())?;
+        if ctx.peer.is_some() {
+            // To another edge's proxy: the absolute URL, and only from its
+            // cache.
+            upstream.set_raw_path(target.url.as_bytes())?;
+            upstream.insert_header(http::header::CACHE_CONTROL, "only-if-cached")?;
+        } else {
+            upstream.set_raw_path(target.path_and_query.as_bytes())?;
+        }
         upstream.insert_header(http::header::HOST, target.authority.as_str())?;
         for name in ["proxy-connection", "proxy-authorization"] {
             upstream.remove_header(name);
@@ -699,6 +798,66 @@ impl ProxyHttp for EdgeProxy {
         };
         upstream.insert_header(http::header::VIA, via)?;
         Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if ctx.peer.is_some() && resp.status.as_u16() == 504 {
+            // The peer does not have it (any more): the next, or the origin.
+            ctx.peer_miss = true;
+            let mut e = Error::explain(
+                ErrorType::HTTPStatus(504),
+                "the holder named by the overlay has not cached it",
+            );
+            e.set_retry(true);
+            return Err(e);
+        }
+        resp.remove_header("x-cache-status");
+        Ok(())
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let with_peer = ctx.peer.take().is_some();
+        if with_peer && !std::mem::take(&mut ctx.peer_miss) {
+            tracing::info!(error = %e, "proxy: a holder failed; the next, or the origin");
+        }
+        if with_peer {
+            // A miss asked of a peer goes on to the next holder or the
+            // origin (only GET and HEAD are ever asked of peers).
+            e.set_retry(true);
+        } else if !session.req_header().method.is_idempotent()
+            || session.as_ref().retry_buffer_truncated()
+        {
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
+        }
+        e
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if ctx.peer.take().is_some() {
+            e.set_retry(true);
+        }
+        e
     }
 
     async fn response_filter(
@@ -746,6 +905,23 @@ impl ProxyHttp for EdgeProxy {
         }
         let status = cache_status(session);
         self.metrics.proxy_request(ctx.route);
+        if let Some(target) = &ctx.target
+            && status == "MISS"
+            && session
+                .response_written()
+                .is_some_and(|r| r.status.as_u16() == 200)
+            && target.ipfs_prefix.is_none()
+            && let Some(overlay) = &self.overlay
+        {
+            // Stored here now: other edges may ask this one for it.
+            let overlay = overlay.clone();
+            let key = url_key(&target.url);
+            tokio::spawn(async move {
+                if let Err(e) = overlay.announce(key).await {
+                    tracing::debug!(error = %e, "proxy: cannot announce a cached URL");
+                }
+            });
+        }
         if ctx.target.is_some() {
             self.metrics.proxy_cache(status);
             self.metrics

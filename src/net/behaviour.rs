@@ -38,6 +38,10 @@ pub const MAX_HELLO_BYTES: usize = 4096;
 pub struct Hello {
     /// Where its HTTP gateway serves `/ipfs/<cid>` to other edges.
     pub http: Option<String>,
+    /// Where its HTTP proxy serves cached web objects to other edges
+    /// (`Cache-Control: only-if-cached`).
+    #[serde(default)]
+    pub proxy: Option<String>,
 }
 
 /// A request-response codec for opaque byte frames: a u32 length, then

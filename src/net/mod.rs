@@ -85,6 +85,8 @@ pub struct NetConfig {
     pub limits: Limits,
     /// This edge's gateway URL, told to every peer in the hello.
     pub http_url: Option<String>,
+    /// This edge's HTTP proxy URL, told to every peer in the hello.
+    pub proxy_url: Option<String>,
     /// How many peers of a path keep the blocks of each object put there.
     pub replication: usize,
     /// Whether this edge is one of them when chosen; an edge that only
@@ -147,6 +149,8 @@ pub struct Holder {
     pub node: NodeId,
     /// Its gateway.
     pub http: String,
+    /// Its HTTP proxy, if it runs one.
+    pub proxy: Option<String>,
     /// Predicted RTT, ms, if its coordinate is known.
     pub rtt_ms: Option<f64>,
     /// Its load, from its last packet.
@@ -416,6 +420,7 @@ impl Overlay {
             peer_id,
             listening,
             http: config.http_url.clone(),
+            proxy: config.proxy_url.clone(),
             replication: config.replication.max(1),
             keep_replicas: config.keep_replicas,
             directory: HashMap::new(),
@@ -496,6 +501,8 @@ impl Overlay {
 struct PeerEntry {
     /// Its gateway, from its hello.
     http: Option<String>,
+    /// Its proxy, from its hello.
+    proxy: Option<String>,
 }
 
 enum Operation {
@@ -520,6 +527,7 @@ struct Driver {
     peer_id: PeerId,
     listening: Vec<Multiaddr>,
     http: Option<String>,
+    proxy: Option<String>,
     replication: usize,
     keep_replicas: bool,
     /// Core id to libp2p id.
@@ -755,6 +763,7 @@ impl Driver {
     fn hello(&self) -> Vec<u8> {
         let hello = Hello {
             http: self.http.clone(),
+            proxy: self.proxy.clone(),
         };
         serde_json::to_vec(&hello).expect("a hello serializes")
     }
@@ -790,6 +799,7 @@ impl Driver {
                     && let Some(entry) = self.peers.get_mut(&peer)
                 {
                     entry.http = hello.http.filter(|url| url.len() <= 512);
+                    entry.proxy = hello.proxy.filter(|url| url.len() <= 512);
                 }
             }
             Err(e) => tracing::debug!(%peer, error = %e, "overlay: malformed hello"),
@@ -934,6 +944,11 @@ impl Driver {
                 Some(Holder {
                     node: c.peer,
                     http: self.http_of(c.peer)?.to_owned(),
+                    proxy: self
+                        .directory
+                        .get(&c.peer)
+                        .and_then(|p| self.peers.get(p))
+                        .and_then(|e| e.proxy.clone()),
                     rtt_ms: self
                         .node
                         .estimate_rtt_to(c.peer)
