@@ -104,14 +104,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         retriever.clone(),
         shutdown.clone(),
     )?;
-    let proxy = EdgeService::start_proxy(
-        &config.edge,
-        metrics.clone(),
-        registry.clone(),
-        edge.as_ref().map(EdgeService::addr),
-        retriever.as_ref().map(|r| r.overlay().clone()),
-        shutdown.clone(),
-    )?;
+    let http_cache = EdgeService::open_cache(&config.edge)?;
+    let proxy = match http_cache {
+        Some(cache) => EdgeService::start_proxy(
+            &config.edge,
+            cache,
+            metrics.clone(),
+            registry.clone(),
+            edge.as_ref().map(EdgeService::addr),
+            retriever.as_ref().map(|r| r.overlay().clone()),
+            shutdown.clone(),
+        )?,
+        None => None,
+    };
     let registry_zone = registry
         .as_ref()
         .map(|r| RegistryZone::new(r.clone(), config.edge.public_addresses.clone()));
@@ -145,6 +150,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
                 registry.clone(),
                 Some((store.clone(), config.content.max_put_bytes)),
                 retriever.clone(),
+                http_cache,
                 shutdown.clone(),
             )
             .await

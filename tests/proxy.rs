@@ -261,6 +261,13 @@ fn the_cache_survives_kill_9() {
     let purge = via(&edge, &origin, "/fresh", &["-X", "PURGE"]);
     assert_eq!(purge.status, 200, "{}", purge.headers);
     assert_eq!(via(&edge, &origin, "/fresh", &[]).text(), "fresh 2");
+    // And so does the admin API's purge by URL.
+    let purge = format!("/cache/purge?url=http://{}/fresh", origin.addr);
+    let (status, body) = common::http(edge.admin, "POST", &purge, b"");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let (status, _) = common::http(edge.admin, "POST", &purge, b"");
+    assert_eq!(status, 404);
+    assert_eq!(via(&edge, &origin, "/fresh", &[]).text(), "fresh 3");
 }
 
 #[test]

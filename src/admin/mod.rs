@@ -28,6 +28,7 @@ pub async fn serve(
     registry: Option<Arc<crate::registry::service::Registry>>,
     content: Option<(Arc<crate::content::BlockStore>, u64)>,
     retriever: Option<Arc<crate::edge::retrieve::Retriever>>,
+    http_cache: Option<&'static crate::edge::cache::DiskCache>,
     shutdown: CancellationToken,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -42,6 +43,9 @@ pub async fn serve(
     if let Some((store, max_put_bytes)) = content {
         app = app.merge(content::routes(store, metrics, max_put_bytes, retriever));
     }
+    if let Some(cache) = http_cache {
+        app = app.merge(cache_routes(cache));
+    }
     Ok(tokio::spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())
@@ -50,6 +54,39 @@ pub async fn serve(
             tracing::error!(error = %e, "admin listener failed");
         }
     }))
+}
+
+/// `GET /cache`: what the proxy's cache holds; `POST /cache/purge?url=URL`
+/// drops the cached response for a URL (every variant of it), as `curl
+/// -X PURGE` through the proxy does.
+fn cache_routes(cache: &'static crate::edge::cache::DiskCache) -> Router {
+    #[derive(serde::Deserialize)]
+    struct Purge {
+        url: String,
+    }
+    Router::new()
+        .route(
+            "/cache",
+            get(move || async move { axum::Json(cache.usage()) }),
+        )
+        .route(
+            "/cache/purge",
+            axum::routing::post(
+                move |axum::extract::Query(q): axum::extract::Query<Purge>| async move {
+                    let purged = tokio::task::spawn_blocking(move || {
+                        crate::edge::proxy::purge(cache, &q.url)
+                    })
+                    .await
+                    .unwrap_or(false);
+                    let status = if purged {
+                        axum::http::StatusCode::OK
+                    } else {
+                        axum::http::StatusCode::NOT_FOUND
+                    };
+                    (status, axum::Json(serde_json::json!({ "purged": purged })))
+                },
+            ),
+        )
 }
 
 async fn render_metrics(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {

@@ -117,16 +117,9 @@ impl EdgeService {
         serve("gateway", addr, gateway, config.threads, shutdown).map(Some)
     }
 
-    /// Binds the proxy's address and serves the proxy and its cache until
-    /// `shutdown` is cancelled. `None` when the proxy is turned off.
-    pub fn start_proxy(
-        config: &EdgeConfig,
-        metrics: Arc<Metrics>,
-        registry: Option<Arc<crate::registry::service::Registry>>,
-        gateway: Option<SocketAddr>,
-        overlay: Option<crate::net::Overlay>,
-        shutdown: CancellationToken,
-    ) -> Result<Option<EdgeService>, EdgeError> {
+    /// Opens the proxy's cache, when the proxy is on. pingora wants its
+    /// storage `'static`: it lives as long as the process.
+    pub fn open_cache(config: &EdgeConfig) -> Result<Option<&'static cache::DiskCache>, EdgeError> {
         let Some(proxy) = &config.proxy else {
             return Ok(None);
         };
@@ -143,7 +136,24 @@ impl EdgeService {
             bytes = usage.disk_bytes,
             "HTTP cache opened"
         );
-        let app = proxy::EdgeProxy::new(proxy, cache.leak(), metrics, registry, gateway, overlay);
+        Ok(Some(cache.leak()))
+    }
+
+    /// Binds the proxy's address and serves the proxy and its cache until
+    /// `shutdown` is cancelled. `None` when the proxy is turned off.
+    pub fn start_proxy(
+        config: &EdgeConfig,
+        cache: &'static cache::DiskCache,
+        metrics: Arc<Metrics>,
+        registry: Option<Arc<crate::registry::service::Registry>>,
+        gateway: Option<SocketAddr>,
+        overlay: Option<crate::net::Overlay>,
+        shutdown: CancellationToken,
+    ) -> Result<Option<EdgeService>, EdgeError> {
+        let Some(proxy) = &config.proxy else {
+            return Ok(None);
+        };
+        let app = proxy::EdgeProxy::new(proxy, cache, metrics, registry, gateway, overlay);
         let conf = Arc::new(pingora_core::server::configuration::ServerConf::default());
         let mut app = pingora_proxy::http_proxy(&conf, app);
         let mut options = pingora_core::apps::HttpServerOptions::default();

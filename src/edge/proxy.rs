@@ -305,11 +305,32 @@ impl EdgeProxy {
 
     /// Invalidates what is cached for `url` (a cache key's URL).
     fn invalidate(&self, url: &str) {
-        let key = CacheKey::new(url.to_owned(), "");
-        if self.cache.remove(&key.combined()) {
+        if purge(self.cache, url) {
             tracing::debug!(url, "HTTP cache: invalidated");
         }
     }
+}
+
+/// Drops what `cache` holds for `url` (`http://host[:port]/path?query`,
+/// as the proxy keys it: host lower case, port 80 left out); whether it
+/// held anything. The variants of a `Vary` response go with it: pingora
+/// reaches them through the primary entry removed here.
+pub fn purge(cache: &DiskCache, url: &str) -> bool {
+    let url = match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            let path = if path.is_empty() { "/" } else { path };
+            match split_authority(authority, 80) {
+                Some((host, 80)) => format!("{}://{host}{path}", scheme.to_ascii_lowercase()),
+                Some((host, port)) => {
+                    format!("{}://{host}:{port}{path}", scheme.to_ascii_lowercase())
+                }
+                None => url.to_owned(),
+            }
+        }
+        None => url.to_owned(),
+    };
+    cache.remove(&CacheKey::new(url, "").combined())
 }
 
 /// Where a request goes.
