@@ -19,6 +19,7 @@
 
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
@@ -57,6 +58,9 @@ pub struct Limits {
 struct Entry {
     generation: u64,
     size: u64,
+    /// The serialised meta (a few hundred bytes), so a hit from memory
+    /// touches no file.
+    meta: Arc<SerialMeta>,
 }
 
 struct State {
@@ -114,7 +118,11 @@ impl DiskCache {
         for (_, key) in metas {
             let meta_path = dir.join(format!("{key}.meta"));
             let entry = std::fs::read(&meta_path).ok().and_then(|bytes| {
-                parse_meta(&bytes).map(|(generation, size, ..)| Entry { generation, size })
+                parse_meta(&bytes).map(|(generation, size, internal, header)| Entry {
+                    generation,
+                    size,
+                    meta: Arc::new((internal.to_vec(), header.to_vec())),
+                })
             });
             let body = entry
                 .as_ref()
@@ -253,25 +261,6 @@ impl DiskCache {
         crate::fsutil::write_atomic(&self.dir.join(format!("{key}.meta")), &bytes, false)
             .map_err(|e| io_error("cannot write a cache entry's meta", e))
     }
-
-    fn read_meta(&self, key: &str) -> Result<Option<(u64, u64, CacheMeta)>> {
-        let bytes = match std::fs::read(self.dir.join(format!("{key}.meta"))) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_error("cannot read a cache entry's meta", e)),
-        };
-        let Some((generation, size, internal, header)) = parse_meta(&bytes) else {
-            return Err(Error::explain(
-                ErrorType::InternalError,
-                "a cache entry's meta is damaged",
-            ));
-        };
-        Ok(Some((
-            generation,
-            size,
-            CacheMeta::deserialize(internal, header)?,
-        )))
-    }
 }
 
 /// A `CacheMeta` as pingora serialises it: internal fields, header blob.
@@ -317,55 +306,49 @@ impl Storage for DiskCache {
         let hash = key.combined();
         let (known, in_memory) = {
             let mut state = self.state.lock();
-            let known = state.disk.get(&hash).map(|e| (e.generation, e.size));
+            let known = state
+                .disk
+                .get(&hash)
+                .map(|e| (e.generation, e.size, e.meta.clone()));
             (known, state.memory.get(&hash).cloned())
         };
-        let Some((generation, size)) = known else {
+        let Some((generation, size, meta)) = known else {
             return Ok(None);
         };
+        let meta = CacheMeta::deserialize(&meta.0, &meta.1)?;
+        let hit = |body| Hit {
+            body: Some(body),
+            size,
+            pos: 0,
+            end: size,
+            seek_to: None,
+        };
+        if let Some(body) = in_memory {
+            return Ok(Some((meta, Box::new(hit(HitBody::Memory(body))))));
+        }
         let this = self;
-        let lookup = tokio::task::spawn_blocking(move || -> Result<Option<(CacheMeta, Hit)>> {
-            let Some((meta_generation, _, meta)) = this.read_meta(&hash)? else {
-                return Ok(None);
+        let body = tokio::task::spawn_blocking(move || -> Result<Option<HitBody>> {
+            let path = this.dir.join(body_name(&hash, generation));
+            let mut file = match std::fs::File::open(&path) {
+                Ok(f) => f,
+                // Evicted or replaced since: a miss.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(io_error("cannot open a cached body", e)),
             };
-            if meta_generation != generation {
-                return Ok(None);
+            if size <= this.limits.memory_bytes / MEMORY_OBJECT_SHARE {
+                let mut all = Vec::with_capacity(size as usize);
+                file.read_to_end(&mut all)
+                    .map_err(|e| io_error("cannot read a cached body", e))?;
+                let all = Bytes::from(all);
+                this.remember_in_memory(&hash, all.clone());
+                Ok(Some(HitBody::Memory(all)))
+            } else {
+                Ok(Some(HitBody::File(file)))
             }
-            let body = match in_memory {
-                Some(body) => HitBody::Memory(body),
-                None => {
-                    let path = this.dir.join(body_name(&hash, generation));
-                    let mut file = match std::fs::File::open(&path) {
-                        Ok(f) => f,
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-                        Err(e) => return Err(io_error("cannot open a cached body", e)),
-                    };
-                    if size <= this.limits.memory_bytes / MEMORY_OBJECT_SHARE {
-                        let mut all = Vec::with_capacity(size as usize);
-                        file.read_to_end(&mut all)
-                            .map_err(|e| io_error("cannot read a cached body", e))?;
-                        let all = Bytes::from(all);
-                        this.remember_in_memory(&hash, all.clone());
-                        HitBody::Memory(all)
-                    } else {
-                        HitBody::File(file)
-                    }
-                }
-            };
-            Ok(Some((
-                meta,
-                Hit {
-                    body: Some(body),
-                    size,
-                    pos: 0,
-                    end: size,
-                    seek_to: None,
-                },
-            )))
         })
         .await
         .map_err(|e| Error::because(ErrorType::InternalError, "cache lookup task failed", e))??;
-        Ok(lookup.map(|(meta, hit)| (meta, Box::new(hit) as HitHandler)))
+        Ok(body.map(|body| (meta, Box::new(hit(body)) as HitHandler)))
     }
 
     async fn get_miss_handler(
@@ -431,11 +414,18 @@ impl Storage for DiskCache {
         let Some((generation, size)) = known else {
             return Ok(false);
         };
-        let meta = meta.serialize()?;
+        let meta = Arc::new(meta.serialize()?);
         let this = self;
-        tokio::task::spawn_blocking(move || this.write_meta(&hash, generation, size, &meta))
+        let written = meta.clone();
+        let key = hash.clone();
+        tokio::task::spawn_blocking(move || this.write_meta(&key, generation, size, &written))
             .await
             .map_err(|e| Error::because(ErrorType::InternalError, "cache task failed", e))??;
+        if let Some(entry) = self.state.lock().disk.peek_mut(&hash)
+            && entry.generation == generation
+        {
+            entry.meta = meta;
+        }
         Ok(true)
     }
 
@@ -597,7 +587,14 @@ impl HandleMiss for Fill {
             cache.write_meta(&key, generation, size, &meta)?;
             let mut state = cache.state.lock();
             state.disk_bytes += size;
-            let old = state.disk.put(key.clone(), Entry { generation, size });
+            let old = state.disk.put(
+                key.clone(),
+                Entry {
+                    generation,
+                    size,
+                    meta: Arc::new(meta),
+                },
+            );
             if let Some(old) = &old {
                 state.disk_bytes -= old.size;
             }
