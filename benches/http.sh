@@ -12,7 +12,7 @@
 #
 # Each is warmed (one request per object), then wrk drives cache hits for
 # DURATION seconds with CONNS connections on 2 threads, for a small object
-# (1 KiB) and a larger one (256 KiB), REPEAT rounds alternating the
+# (1 KiB) and a larger one (100 KiB), REPEAT rounds alternating the
 # servers (median reported). It prints requests/s and latency p50/p99 and
 # the ratio of gridedge to each (higher is better for req/s, lower for
 # latency). wrk, the proxies and the origin share the machine's cores, as
@@ -57,7 +57,7 @@ log() { printf '[http.sh] %s\n' "$*" >&2; }
 
 mkdir -p "$WORK/www" "$WORK/nginx" "$WORK/cache"
 head -c 1024 /dev/urandom >"$WORK/www/small.bin"
-head -c $((256 << 10)) /dev/urandom >"$WORK/www/large.bin"
+head -c $((100 << 10)) /dev/urandom >"$WORK/www/large.bin"
 cat >"$WORK/nginx/nginx.conf" <<EOF
 worker_processes 2;
 pid $WORK/nginx/nginx.pid;
@@ -66,7 +66,6 @@ events { worker_connections 4096; }
 http {
   access_log off;
   sendfile on;
-  tcp_nopush on;
   client_body_temp_path $WORK/nginx/body;
   proxy_temp_path $WORK/nginx/proxy;
   fastcgi_temp_path $WORK/nginx/fastcgi;
