@@ -108,6 +108,48 @@ pub fn dev(data_dir: &Path, names: &[String]) -> Result<DevCertPaths, CertError>
     Ok(paths)
 }
 
+/// Issues server certificates for single names from the development CA,
+/// on demand (the HTTPS front asks for each name a client's SNI names).
+pub struct NameIssuer {
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl std::fmt::Debug for NameIssuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NameIssuer")
+    }
+}
+
+impl NameIssuer {
+    /// The CA under `data_dir/certs`; `None` when there is none yet.
+    pub fn load(data_dir: &Path) -> Result<Option<NameIssuer>, CertError> {
+        let paths = DevCertPaths::new(data_dir);
+        if !(paths.ca_cert.exists() && paths.ca_key.exists()) {
+            return Ok(None);
+        }
+        let key = KeyPair::from_pem(&read_to_string(&paths.ca_key)?)?;
+        let issuer = Issuer::from_ca_cert_pem(&read_to_string(&paths.ca_cert)?, key)?;
+        Ok(Some(NameIssuer { issuer }))
+    }
+
+    /// A certificate for `name` alone, and its key.
+    pub fn issue(
+        &self,
+        name: &str,
+    ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), CertError> {
+        let mut params = CertificateParams::new(vec![name.to_owned()])?;
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.use_authority_key_identifier_extension = true;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        set_validity(&mut params, SERVER_DAYS);
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        let key = PrivateKeyDer::Pkcs8(key.serialize_der().into());
+        Ok((vec![cert.der().clone()], key))
+    }
+}
+
 fn set_validity(params: &mut CertificateParams, days: i64) {
     let now = time::OffsetDateTime::now_utc();
     // A day of slack for clocks that run behind.

@@ -52,6 +52,12 @@ pub enum RunError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    /// The HTTPS front could not be bound.
+    #[error("cannot listen on HTTPS {addr}: {source}")]
+    Https {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Runs the edge until `shutdown` is cancelled.
@@ -117,6 +123,37 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         )?,
         None => None,
     };
+    let https = match (&config.edge.proxy, &proxy) {
+        (Some(p), Some(running)) => match p.https_listen {
+            Some(addr) => match crate::cert::NameIssuer::load(&config.data_dir) {
+                Ok(Some(issuer)) => Some(
+                    crate::edge::tls::serve(
+                        addr,
+                        issuer,
+                        registry.as_ref().map(|r| r.zone().clone()),
+                        p.sites.iter().map(|(host, _)| host.clone()).collect(),
+                        p.allow.clone(),
+                        running.addr(),
+                        shutdown.clone(),
+                    )
+                    .await
+                    .map_err(|source| RunError::Https { addr, source })?,
+                ),
+                Ok(None) => {
+                    tracing::info!(
+                        "no local CA: HTTPS for registry names is off (run `gridedge cert dev` to make one)"
+                    );
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot load the local CA: HTTPS for registry names is off");
+                    None
+                }
+            },
+            None => None,
+        },
+        _ => None,
+    };
     let registry_zone = registry
         .as_ref()
         .map(|r| RegistryZone::new(r.clone(), config.edge.public_addresses.clone()));
@@ -173,6 +210,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     }
     if let Some(proxy) = proxy {
         proxy.stopped().await;
+    }
+    if let Some(https) = https {
+        let _ = https.await;
     }
     if let Some(task) = overlay_task {
         let _ = task.await;

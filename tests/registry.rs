@@ -556,3 +556,60 @@ fn a_name_with_content_is_served_through_the_proxy() {
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
     assert!(body.contains("nobody is not registered"), "{body}");
 }
+
+/// HTTPS for a registry name: the local CA issues its certificate on
+/// demand, curl trusts it with the CA file, and the name's content comes
+/// back through the proxy; a name this edge does not serve gets no
+/// certificate.
+#[test]
+fn a_name_is_served_over_https_with_a_certificate_from_the_local_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let genesis = quick_genesis(dir.path());
+    let edge = EdgeBuilder::new()
+        .ip("127.0.45.1")
+        .tls()
+        .extra(&format!("[registry]\ngenesis = {genesis:?}"))
+        .start();
+    let (key, _) = keygen(&edge, "site.key");
+    let site = edge.dir.path().join("site");
+    std::fs::create_dir_all(&site).unwrap();
+    std::fs::write(site.join("index.html"), "<h1>over TLS</h1>").unwrap();
+    let cid = common::put(&edge, &[site.to_str().unwrap()])[0].clone();
+    ok(name(
+        &edge,
+        &["register", "tls.grid", "--key", &key, "--content", &cid],
+    ));
+    let ca = edge.data_dir().join("certs/ca.crt");
+    let port = edge.https.port();
+    let curl = |host: &str| {
+        std::process::Command::new("curl")
+            .args(["-s", "--max-time", "20", "--cacert"])
+            .arg(&ca)
+            .arg("--resolve")
+            .arg(format!("{host}:{port}:127.0.45.1"))
+            .arg(format!("https://{host}:{port}/"))
+            .output()
+            .unwrap()
+    };
+    let out = curl("tls.grid");
+    assert!(
+        out.status.success(),
+        "curl: {:?}\n{}",
+        out.status,
+        edge.log()
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "<h1>over TLS</h1>");
+    // Issued once, then reused.
+    assert!(curl("tls.grid").status.success());
+    assert_eq!(
+        edge.log().matches("issued a certificate").count(),
+        1,
+        "{}",
+        edge.log()
+    );
+    let out = curl("elsewhere.example");
+    assert!(
+        !out.status.success(),
+        "a certificate for a name it does not serve"
+    );
+}

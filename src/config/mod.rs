@@ -217,6 +217,9 @@ pub struct EdgeConfig {
 pub struct ProxyConfig {
     /// Where it listens.
     pub listen: SocketAddr,
+    /// Where the HTTPS front for registry names and sites listens (on
+    /// when the local CA exists); `None` turns it off.
+    pub https_listen: Option<SocketAddr>,
     /// Clients that may use it; others get 403.
     pub allow: Vec<IpNet>,
     /// Ports CONNECT may open tunnels to; empty allows any.
@@ -482,8 +485,18 @@ fn validate_edge(
             if !(1..=100_000).contains(&raw.max_origin_fetches) {
                 return Err(invalid("edge.max_origin_fetches", "must be in 1..=100000"));
             }
+            let https_listen = match raw.https_listen.trim() {
+                "off" => None,
+                addr => Some(addr.parse().map_err(|_| {
+                    invalid(
+                        "edge.https_listen",
+                        format!("`{addr}` is not an address like 127.0.0.1:4443, nor `off`"),
+                    )
+                })?),
+            };
             Some(ProxyConfig {
                 listen,
+                https_listen,
                 allow: raw.proxy_allow,
                 connect_ports: raw.connect_ports,
                 sites,

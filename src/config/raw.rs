@@ -257,6 +257,8 @@ pub struct RawEdge {
     pub fetch_timeout_secs: u64,
     /// The proxy's listener, or `off`.
     pub proxy_listen: String,
+    /// The HTTPS front's listener, or `off`.
+    pub https_listen: String,
     pub proxy_allow: Vec<IpNet>,
     pub connect_ports: Vec<u16>,
     pub sites: Vec<RawSite>,
@@ -285,6 +287,7 @@ impl Default for RawEdge {
             idle_timeout_secs: 30,
             fetch_timeout_secs: 30,
             proxy_listen: "127.0.0.1:3128".into(),
+            https_listen: "127.0.0.1:4443".into(),
             proxy_allow: loopback(),
             connect_ports: vec![443],
             sites: Vec::new(),

@@ -12,6 +12,7 @@
 //! | `retrieve.rs` | `Retriever`: an object from the holders the overlay names, nearest first; the replicas this edge keeps |
 //! | `client.rs` | `gridedge put` and `gridedge get` |
 //! | `proxy.rs` | `EdgeProxy`: forward proxy, CONNECT, reverse proxy for sites, RFC 9111 caching (pingora-proxy) |
+//! | `tls.rs` | the HTTPS front: per-name certificates from the local CA, relayed to the proxy |
 //! | `cache.rs` | `DiskCache`: pingora-cache storage on disk with a memory tier, crash-safe |
 //!
 //! ## How pingora runs inside `gridedge run`
@@ -39,6 +40,7 @@ pub mod mime;
 pub mod proxy;
 pub mod request;
 pub mod retrieve;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::os::fd::IntoRawFd;

@@ -37,6 +37,8 @@ pub struct Edge {
     pub http: SocketAddr,
     /// The HTTP proxy (`[edge] proxy_listen`).
     pub proxy: SocketAddr,
+    /// The HTTPS front (`[edge] https_listen`), on with `.tls()`.
+    pub https: SocketAddr,
     /// The overlay's listen address (`[overlay] listen`), a multiaddr.
     pub overlay: String,
     log: PathBuf,
@@ -118,6 +120,7 @@ impl EdgeBuilder {
         let doh: SocketAddr = format!("{ip}:{}", free_port(ip)).parse().unwrap();
         let http: SocketAddr = format!("{ip}:{}", free_port(ip)).parse().unwrap();
         let proxy: SocketAddr = format!("{ip}:{}", free_port(ip)).parse().unwrap();
+        let https: SocketAddr = format!("{ip}:{}", free_port(ip)).parse().unwrap();
         let overlay = format!("/ip4/{ip}/tcp/{}", free_port(ip));
         let data = dir.path().join("data");
         if self.tls {
@@ -132,7 +135,7 @@ impl EdgeBuilder {
             "data_dir = {data:?}\n[log]\nlevel = \"info,gridedge=debug\"\n\
              [dns]\nlisten_udp = [\"{dns}\"]\nlisten_tcp = [\"{dns}\"]\n\
              listen_tls = [\"{dot}\"]\nlisten_https = [\"{doh}\"]\nzones_dir = {zones:?}\n{}\n\
-             [admin]\nlisten = \"{admin}\"\n[edge]\nhttp_listen = \"{http}\"\nproxy_listen = \"{proxy}\"\n{}\n\
+             [admin]\nlisten = \"{admin}\"\n[edge]\nhttp_listen = \"{http}\"\nproxy_listen = \"{proxy}\"\nhttps_listen = \"{https}\"\n{}\n\
              [overlay]\nlisten = [\"{overlay}\"]\n{}\n{}",
             self.dns_extra, self.edge_extra, self.overlay_extra, self.extra
         );
@@ -150,6 +153,7 @@ impl EdgeBuilder {
             doh,
             http,
             proxy,
+            https,
             overlay,
             log,
         };
