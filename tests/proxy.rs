@@ -62,6 +62,11 @@ fn pages(req: &Seen, n: usize) -> (u16, Vec<(String, String)>, Vec<u8>) {
                 body(format!("vary {lang} {n}")),
             )
         }
+        "/swr" => (
+            200,
+            vec![h("Cache-Control", "max-age=1, stale-while-revalidate=60")],
+            body(format!("swr {n}")),
+        ),
         "/stale" => (
             200,
             vec![h("Cache-Control", "max-age=1, stale-if-error=600")],
@@ -222,6 +227,31 @@ fn the_forward_proxy_caches_as_rfc_9111_says() {
     let after = via(&edge, &origin, "/fresh", &[]);
     assert_eq!(after.header("x-cache-status").as_deref(), Some("MISS"));
     assert_eq!(after.text(), "fresh 3");
+
+    // Stale within stale-while-revalidate: served at once while one
+    // background request refreshes it.
+    assert_eq!(via(&edge, &origin, "/swr", &[]).text(), "swr 1");
+    std::thread::sleep(Duration::from_millis(2100));
+    let s = via(&edge, &origin, "/swr", &[]);
+    assert_eq!(s.text(), "swr 1");
+    assert_eq!(
+        s.header("x-cache-status").as_deref(),
+        Some("UPDATING"),
+        "{}",
+        s.headers
+    );
+    let start = std::time::Instant::now();
+    while origin.count("/swr") < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no background refresh"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let s = via(&edge, &origin, "/swr", &[]);
+    assert_eq!(s.text(), "swr 2");
+    assert_eq!(s.header("x-cache-status").as_deref(), Some("HIT"));
 
     // The origin goes down: a stale entry within stale-if-error is served.
     let s = via(&edge, &origin, "/stale", &[]);

@@ -534,7 +534,10 @@ impl ProxyHttp for EdgeProxy {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        if !client.is_some_and(|ip| self.allowed(ip)) {
+        // A background refresh (stale-while-revalidate) is pingora's own
+        // subrequest, with no client of its own.
+        let internal = session.subrequest_ctx.is_some();
+        if !internal && !client.is_some_and(|ip| self.allowed(ip)) {
             ctx.route = "refused";
             let who = client.map_or("this client".to_owned(), |ip| ip.to_string());
             respond(
@@ -679,6 +682,18 @@ impl ProxyHttp for EdgeProxy {
                 .set_max_file_size_bytes(self.cache.limits().max_object_bytes as usize);
         }
         Ok(())
+    }
+
+    fn should_serve_stale(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut Ctx,
+        error: Option<&Error>,
+    ) -> bool {
+        // Within the windows the response granted (RFC 5861; pingora checks
+        // them against the entry): while one request refreshes it in the
+        // background, and when the origin fails.
+        error.is_none_or(|e| e.esource() == &pingora_core::ErrorSource::Upstream)
     }
 
     fn cache_key_callback(&self, _session: &Session, ctx: &mut Ctx) -> Result<CacheKey> {
