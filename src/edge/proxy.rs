@@ -47,6 +47,7 @@ use crate::admin::Metrics;
 use crate::config::ProxyConfig;
 use crate::edge::cache::DiskCache;
 use crate::net::{Holder, Overlay};
+use crate::overlay::trust::Feedback;
 use crate::registry::service::Registry;
 use crate::registry::source::RegistrySource;
 
@@ -141,6 +142,13 @@ impl EdgeProxy {
             registry,
             gateway,
             overlay,
+        }
+    }
+
+    /// Reputation feedback on a holder asked for a miss.
+    fn rate(&self, node: crate::overlay::NodeId, feedback: Feedback) {
+        if let Some(overlay) = &self.overlay {
+            overlay.record(node, feedback);
         }
     }
 
@@ -865,9 +873,15 @@ impl ProxyHttp for EdgeProxy {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
-        let with_peer = ctx.peer.take().is_some();
-        if with_peer && !std::mem::take(&mut ctx.peer_miss) {
+        let holder = ctx.peer.take();
+        let with_peer = holder.is_some();
+        if let Some(holder) = holder
+            && !std::mem::take(&mut ctx.peer_miss)
+        {
+            // A broken transfer is rated (a 504 is not: the holder may
+            // have evicted it honestly).
             tracing::info!(error = %e, "proxy: a holder failed; the next, or the origin");
+            self.rate(holder.node, Feedback::Refused);
         }
         if with_peer {
             // A miss asked of a peer goes on to the next holder or the
@@ -890,7 +904,9 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        if ctx.peer.take().is_some() {
+        if let Some(holder) = ctx.peer.take() {
+            tracing::info!(error = %e, "proxy: cannot reach a holder; the next, or the origin");
+            self.rate(holder.node, Feedback::Timeout);
             e.set_retry(true);
         }
         e
