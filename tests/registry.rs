@@ -6,7 +6,7 @@ mod common;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use common::{Edge, EdgeBuilder, gridedge, http, status};
+use common::{Edge, EdgeBuilder, gridedge, http, ok, status};
 
 /// The devnet genesis with a short registration period and little work,
 /// so a test can expire names and register many quickly.
@@ -42,16 +42,6 @@ fn name(edge: &Edge, args: &[&str]) -> Output {
     let url = edge.admin_url();
     all.extend_from_slice(&["--admin", &url]);
     gridedge(&all)
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "command failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn refused(out: Output) -> String {

@@ -84,11 +84,7 @@ impl DnsHandler {
     }
 
     fn recursion_allowed(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-            v4 => v4,
-        };
-        self.allow_recursion.iter().any(|n| n.contains(&ip))
+        crate::config::allows(&self.allow_recursion, ip)
     }
 
     async fn forward<R: ResponseHandler>(

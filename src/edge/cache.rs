@@ -292,6 +292,13 @@ fn parse_meta(bytes: &[u8]) -> Option<(u64, u64, &[u8], &[u8])> {
     ))
 }
 
+/// Runs `f` on the blocking pool (the store's files are synchronous).
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::because(ErrorType::InternalError, "cache task failed", e))
+}
+
 fn io_error(context: &'static str, e: io::Error) -> Box<Error> {
     Error::because(ErrorType::InternalError, context, e)
 }
@@ -327,7 +334,7 @@ impl Storage for DiskCache {
             return Ok(Some((meta, Box::new(hit(HitBody::Memory(body))))));
         }
         let this = self;
-        let body = tokio::task::spawn_blocking(move || -> Result<Option<HitBody>> {
+        let body = blocking(move || -> Result<Option<HitBody>> {
             let path = this.dir.join(body_name(&hash, generation));
             let mut file = match std::fs::File::open(&path) {
                 Ok(f) => f,
@@ -346,8 +353,7 @@ impl Storage for DiskCache {
                 Ok(Some(HitBody::File(file)))
             }
         })
-        .await
-        .map_err(|e| Error::because(ErrorType::InternalError, "cache lookup task failed", e))??;
+        .await??;
         Ok(body.map(|body| (meta, Box::new(hit(body)) as HitHandler)))
     }
 
@@ -362,9 +368,8 @@ impl Storage for DiskCache {
         let part = self.dir.join(format!("{hash}.{generation}.part"));
         let file = {
             let part = part.clone();
-            tokio::task::spawn_blocking(move || std::fs::File::create(part))
-                .await
-                .map_err(|e| Error::because(ErrorType::InternalError, "cache task failed", e))?
+            blocking(move || std::fs::File::create(part))
+                .await?
                 .map_err(|e| io_error("cannot create a cache fill", e))?
         };
         Ok(Box::new(Fill {
@@ -388,9 +393,7 @@ impl Storage for DiskCache {
         let key: &CompactCacheKey = target.key();
         let hash = key.combined();
         let this = self;
-        let removed = tokio::task::spawn_blocking(move || this.remove(&hash))
-            .await
-            .map_err(|e| Error::because(ErrorType::InternalError, "cache task failed", e))?;
+        let removed = blocking(move || this.remove(&hash)).await?;
         Ok(if removed {
             PurgeOutcome::Purged(None)
         } else {
@@ -418,9 +421,7 @@ impl Storage for DiskCache {
         let this = self;
         let written = meta.clone();
         let key = hash.clone();
-        tokio::task::spawn_blocking(move || this.write_meta(&key, generation, size, &written))
-            .await
-            .map_err(|e| Error::because(ErrorType::InternalError, "cache task failed", e))??;
+        blocking(move || this.write_meta(&key, generation, size, &written)).await??;
         if let Some(entry) = self.state.lock().disk.peek_mut(&hash)
             && entry.generation == generation
         {
@@ -465,7 +466,7 @@ impl HandleHit for Hit {
             }
             Some(HitBody::File(mut file)) => {
                 let seek_to = self.seek_to.take();
-                let (file, chunk) = tokio::task::spawn_blocking(move || -> io::Result<_> {
+                let (file, chunk) = blocking(move || -> io::Result<_> {
                     if let Some(at) = seek_to {
                         file.seek(SeekFrom::Start(at))?;
                     }
@@ -473,8 +474,7 @@ impl HandleHit for Hit {
                     file.read_exact(&mut chunk)?;
                     Ok((file, chunk))
                 })
-                .await
-                .map_err(|e| Error::because(ErrorType::InternalError, "cache task failed", e))?
+                .await?
                 .map_err(|e| io_error("cannot read a cached body", e))?;
                 self.pos += want as u64;
                 self.body = Some(HitBody::File(file));
@@ -555,9 +555,8 @@ impl HandleMiss for Fill {
                 "a cache fill failed earlier",
             ));
         };
-        let file = tokio::task::spawn_blocking(move || file.write_all(&data).map(|()| file))
-            .await
-            .map_err(|e| Error::because(ErrorType::InternalError, "cache task failed", e))?
+        let file = blocking(move || file.write_all(&data).map(|()| file))
+            .await?
             .map_err(|e| io_error("cannot write a cache fill", e))?;
         self.file = Some(file);
         Ok(())
@@ -576,7 +575,7 @@ impl HandleMiss for Fill {
         let size = self.written;
         let part = self.part.clone();
         let meta = std::mem::take(&mut self.meta);
-        let old = tokio::task::spawn_blocking(move || -> Result<Option<u64>> {
+        let old = blocking(move || -> Result<Option<u64>> {
             file.sync_all()
                 .map_err(|e| io_error("cannot sync a cache fill", e))?;
             drop(file);
@@ -603,8 +602,7 @@ impl HandleMiss for Fill {
             }
             Ok(old.map(|e| e.generation))
         })
-        .await
-        .map_err(|e| Error::because(ErrorType::InternalError, "cache task failed", e))??;
+        .await??;
         // The fill is in place: nothing for Drop to clean.
         self.part = PathBuf::new();
         if let Some(old) = old {

@@ -221,11 +221,7 @@ impl EdgeProxy {
     }
 
     fn allowed(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
-        self.allow.iter().any(|net| net.contains(&ip))
+        crate::config::allows(&self.allow, ip)
     }
 
     /// A permit to fetch from `origin`; waits while `max_origin_fetches`

@@ -142,13 +142,7 @@ pub async fn serve(
                     }
                 },
             };
-            let ip = match peer.ip() {
-                std::net::IpAddr::V6(v6) => {
-                    v6.to_ipv4_mapped().map_or(peer.ip(), std::net::IpAddr::V4)
-                }
-                v4 => v4,
-            };
-            if !allow.iter().any(|n| n.contains(&ip)) {
+            if !crate::config::allows(&allow, peer.ip()) {
                 tracing::debug!(%peer, "HTTPS: a client outside edge.proxy_allow");
                 continue;
             }
