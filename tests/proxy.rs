@@ -336,6 +336,11 @@ fn sites_connect_and_who_may_use_the_proxy() {
     let b = curl(&["-H", "Host: www.site.test", &url]);
     assert_eq!((a.status, a.text().as_str()), (200, "fresh 1"));
     assert_eq!(b.header("x-cache-status").as_deref(), Some("HIT"));
+    // The same over HTTP/2 in clear text (prior knowledge), from the cache.
+    let h2 = curl(&["--http2-prior-knowledge", "-H", "Host: www.site.test", &url]);
+    assert!(h2.headers.starts_with("HTTP/2 200"), "{}", h2.headers);
+    assert_eq!(h2.header("x-cache-status").as_deref(), Some("HIT"));
+    assert_eq!(h2.text(), "fresh 1");
     assert_eq!(
         origin
             .last("/fresh")

@@ -512,7 +512,7 @@ fn a_name_with_content_is_served_through_the_proxy() {
     std::fs::create_dir_all(site.join("docs")).unwrap();
     std::fs::write(site.join("index.html"), "<h1>hello from the grid</h1>").unwrap();
     std::fs::write(site.join("docs/a.txt"), "a page inside").unwrap();
-    let cid = common::put(&edge, &[site.to_str().unwrap()])[0].clone();
+    let cid = common::put(&edge, &[site.to_str().unwrap(), "--pin"])[0].clone();
     ok(name(
         &edge,
         &["register", "site.grid", "--key", &key, "--content", &cid],
@@ -545,6 +545,28 @@ fn a_name_with_content_is_served_through_the_proxy() {
     let (head, body) = curl("http://nobody.grid/");
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
     assert!(body.contains("nobody is not registered"), "{body}");
+    // Purge by CID: every response served from the DAG goes (by name and
+    // by /ipfs/ path); its blocks stay, since `put` pinned them.
+    let (code, body) = common::http(edge.admin, "POST", &format!("/cache/purge?cid={cid}"), b"");
+    let purged: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(code, 200, "{purged}");
+    assert!(purged["responses"].as_u64().unwrap() >= 3, "{purged}");
+    assert_eq!(
+        (&purged["blocks"], &purged["pinned"]),
+        (&serde_json::json!(0), &serde_json::json!(true)),
+        "{purged}"
+    );
+    for url in [
+        "http://site.grid/docs/a.txt".to_owned(),
+        format!("http://localhost/ipfs/{cid}/docs/a.txt"),
+    ] {
+        let (head, body) = curl(&url);
+        assert!(head.contains("X-Cache-Status: MISS"), "{url}: {head}");
+        assert_eq!(body, "a page inside");
+    }
+    let (code, body) = common::http(edge.admin, "POST", "/cache/purge?cid=nonsense", b"");
+    assert_eq!(code, 400);
+    assert!(String::from_utf8_lossy(&body).contains("nonsense"));
 }
 
 /// HTTPS for a registry name: the local CA issues its certificate on
@@ -589,8 +611,17 @@ fn a_name_is_served_over_https_with_a_certificate_from_the_local_ca() {
         edge.log()
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "<h1>over TLS</h1>");
-    // Issued once, then reused.
-    assert!(curl("tls.grid").status.success());
+    // Issued once, then reused, and HTTP/2 when the client offers it (ALPN).
+    let h2 = std::process::Command::new("curl")
+        .args(["-s", "--http2", "-o", "/dev/null", "-w", "%{http_version}"])
+        .args(["--max-time", "20", "--cacert"])
+        .arg(&ca)
+        .arg("--resolve")
+        .arg(format!("tls.grid:{port}:127.0.45.1"))
+        .arg(format!("https://tls.grid:{port}/"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&h2.stdout), "2", "{}", edge.log());
     assert_eq!(
         edge.log().matches("issued a certificate").count(),
         1,

@@ -58,6 +58,7 @@ pub struct Metrics {
     pub proxy_origin_fetches: Counter,
     /// Misses the proxy asked another edge for.
     pub proxy_peer_fetches: Counter,
+    proxy_audits: Family<Labels1, Counter>,
 }
 
 impl Default for Metrics {
@@ -203,9 +204,16 @@ impl Metrics {
             "Misses the proxy asked another edge for (a holder the overlay named)",
             proxy_peer_fetches.clone(),
         );
+        let proxy_audits = Family::<Labels1, Counter>::default();
+        registry.register(
+            "proxy_audits",
+            "Holders' copies of web objects checked against the origin's, by result (verified, lie, inconclusive, failed)",
+            proxy_audits.clone(),
+        );
         Self {
             registry,
             proxy_peer_fetches,
+            proxy_audits,
             proxy_requests,
             proxy_cache,
             proxy_bytes,
@@ -291,6 +299,11 @@ impl Metrics {
         self.proxy_latency
             .get_or_create(&[("result", result)])
             .observe(took.as_secs_f64());
+    }
+
+    /// Counts one audit of a holder by its `result`.
+    pub fn proxy_audit(&self, result: &'static str) {
+        self.proxy_audits.get_or_create(&[("result", result)]).inc();
     }
 
     /// Counts one miss asked of another edge.

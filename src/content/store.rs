@@ -590,6 +590,22 @@ impl BlockStore {
         Ok(true)
     }
 
+    /// Deletes the blocks of `root`'s DAG that no pin and no session
+    /// keeps (a purge); returns how many went. Blocks a pinned DAG shares
+    /// stay.
+    pub fn evict_dag(&self, root: &Cid) -> Result<usize, StoreError> {
+        let walk = self.walk_dag(root.to_v1())?;
+        let mut index = self.lock();
+        let mut deleted = 0;
+        for cid in &walk.present {
+            if index.evictable.contains(cid) {
+                self.delete(&mut index, cid)?;
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+
     /// The pinned roots.
     pub fn pins(&self) -> Vec<Cid> {
         self.lock().pins.iter().copied().collect()
@@ -873,6 +889,25 @@ mod tests {
         let (store, report) = BlockStore::open(dir.path(), 1 << 20).unwrap();
         assert_eq!((report.blocks, report.bytes), (1, 100));
         assert_eq!(store.get(&b.cid()).unwrap(), b);
+    }
+
+    #[test]
+    fn a_purged_dag_goes_but_for_what_a_pin_keeps() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = BlockStore::open(dir.path(), 1 << 20).unwrap();
+        let (loose, kept) = (block(1, 100), block(2, 100));
+        store.put(&loose).unwrap();
+        store.put(&kept).unwrap();
+        store.pin(&kept.cid()).unwrap();
+        assert_eq!(store.evict_dag(&loose.cid()).unwrap(), 1);
+        assert!(!store.has(&loose.cid()));
+        assert_eq!(store.evict_dag(&kept.cid()).unwrap(), 0);
+        assert_eq!(store.get(&kept.cid()).unwrap(), kept);
+        // Gone from disk too: a reopen does not bring it back.
+        drop(store);
+        let (store, report) = BlockStore::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(report.blocks, 1);
+        assert!(!store.has(&loose.cid()));
     }
 
     #[test]

@@ -206,6 +206,24 @@ impl DiskCache {
         }
     }
 
+    /// Removes every entry whose meta `matches`; how many there were.
+    /// (Reads every entry's meta: for the admin API, not the request path.)
+    pub fn remove_where(&self, matches: impl Fn(&CacheMeta) -> bool) -> usize {
+        let entries: Vec<(String, Arc<SerialMeta>)> = {
+            let state = self.state.lock();
+            state
+                .disk
+                .iter()
+                .map(|(k, e)| (k.clone(), e.meta.clone()))
+                .collect()
+        };
+        entries
+            .into_iter()
+            .filter(|(_, meta)| CacheMeta::deserialize(&meta.0, &meta.1).is_ok_and(|m| matches(&m)))
+            .filter(|(key, _)| self.remove(key))
+            .count()
+    }
+
     /// Evicts least recently used entries past the bounds.
     fn evict(&self) {
         let mut gone = Vec::new();

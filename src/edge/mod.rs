@@ -13,6 +13,7 @@
 //! | `client.rs` | `gridedge put` and `gridedge get` |
 //! | `proxy.rs` | `EdgeProxy`: forward proxy, CONNECT, reverse proxy for sites, RFC 9111 caching (pingora-proxy) |
 //! | `tls.rs` | the HTTPS front: per-name certificates from the local CA, relayed to the proxy |
+//! | `audit.rs` | which holders of web objects the proxy takes copies from: each audited against the origin first |
 //! | `cache.rs` | `DiskCache`: pingora-cache storage on disk with a memory tier, crash-safe |
 //!
 //! ## How pingora runs inside `gridedge run`
@@ -31,6 +32,7 @@
 //! connections are not reused, and requests in flight get a grace period
 //! before the runtime is dropped.
 
+pub mod audit;
 pub mod cache;
 pub mod client;
 pub mod fetch;
@@ -160,6 +162,9 @@ impl EdgeService {
         let mut app = pingora_proxy::http_proxy(&conf, app);
         let mut options = pingora_core::apps::HttpServerOptions::default();
         options.allow_connect_method_proxying = true;
+        // HTTP/2 with prior knowledge in clear text, and behind the HTTPS
+        // front when ALPN picks h2 (the relay passes its preface through).
+        options.h2c = true;
         app.server_options = Some(options);
         serve("proxy", proxy.listen, app, config.threads, shutdown).map(Some)
     }

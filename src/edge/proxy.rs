@@ -45,6 +45,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::admin::Metrics;
 use crate::config::ProxyConfig;
+use crate::edge::audit::{Audit, Audits, Hashing, Verdict};
 use crate::edge::cache::DiskCache;
 use crate::net::{Holder, Overlay};
 use crate::overlay::trust::Feedback;
@@ -107,6 +108,8 @@ pub struct EdgeProxy {
     gateway: Option<SocketAddr>,
     /// The overlay, where misses look for edges that cached the URL.
     overlay: Option<Overlay>,
+    /// Which of those edges this one takes copies from.
+    audits: Arc<Audits>,
 }
 
 /// What a request for content resolves to.
@@ -142,6 +145,7 @@ impl EdgeProxy {
             registry,
             gateway,
             overlay,
+            audits: Arc::default(),
         }
     }
 
@@ -153,7 +157,8 @@ impl EdgeProxy {
     }
 
     /// The next edge to ask for a miss, from the holders the overlay
-    /// names for the URL (looked up once per request), nearest first.
+    /// names for the URL (looked up once per request) that this edge has
+    /// vouched for, nearest first; none when the miss audits a holder.
     async fn next_holder(&self, session: &Session, ctx: &mut Ctx) -> Option<Holder> {
         let overlay = self.overlay.as_ref()?;
         let target = ctx.target.as_ref()?;
@@ -174,8 +179,12 @@ impl EdgeProxy {
                 Ok(Ok(holders)) => holders,
                 _ => Vec::new(),
             };
-            holders.retain(|h| h.proxy.is_some() && h.node != overlay.node_id());
+            holders.retain(|h| proxy_addr(h).is_some() && h.node != overlay.node_id());
+            let (holders, audit) =
+                self.audits
+                    .choose(holders, rand::random(), req.method == Method::GET);
             ctx.holders = Some(holders);
+            ctx.audit = audit;
         }
         let holder = ctx.holders.as_ref()?.get(ctx.peer_tries)?.clone();
         ctx.peer_tries += 1;
@@ -307,12 +316,86 @@ impl EdgeProxy {
         Ok(())
     }
 
+    /// Registers this edge as a holder of `url` as it starts to fetch it,
+    /// so other edges that miss meanwhile ask it and wait on its fill (an
+    /// ask waits on the cache lock), as CoralCDN's edges did.
+    fn announce(&self, url: &str) {
+        if let Some(overlay) = &self.overlay {
+            let overlay = overlay.clone();
+            let key = url_key(url);
+            tokio::spawn(async move {
+                if let Err(e) = overlay.announce(key).await {
+                    tracing::debug!(error = %e, "proxy: cannot announce a URL");
+                }
+            });
+        }
+    }
+
+    /// Compares `audit`'s holder's copy of the request's URL with the
+    /// origin's, `origin`, in the background, and settles what it finds.
+    fn audit(
+        &self,
+        audit: Audit,
+        origin: crate::edge::audit::Copy,
+        session: &Session,
+        target: &Target,
+    ) {
+        let Some(addr) = proxy_addr(&audit.holder) else {
+            self.audits.settle(audit, Verdict::Inconclusive);
+            return;
+        };
+        let (audits, overlay, metrics) = (
+            self.audits.clone(),
+            self.overlay.clone(),
+            self.metrics.clone(),
+        );
+        let client = session.req_header().clone();
+        let (url, authority) = (target.url.clone(), target.authority.clone());
+        let max = self.cache.limits().max_object_bytes;
+        tokio::spawn(async move {
+            let node = audit.holder.node;
+            let verdict =
+                match crate::edge::audit::fetch(addr, &url, &authority, &client, max).await {
+                    Ok(held) => crate::edge::audit::judge(&origin, &held),
+                    Err(e) => {
+                        tracing::info!(error = %e, "proxy: an audit could not reach the holder");
+                        Verdict::Failed
+                    }
+                };
+            let feedback = match verdict {
+                Verdict::Verified => Some(Feedback::Verified),
+                Verdict::Lie => Some(Feedback::WrongHash),
+                Verdict::Failed => Some(Feedback::Timeout),
+                Verdict::Inconclusive => None,
+            };
+            if verdict == Verdict::Lie {
+                tracing::warn!(holder = %node, url, "proxy: a holder's copy is not the origin's");
+            }
+            if let (Some(overlay), Some(feedback)) = (&overlay, feedback) {
+                overlay.record(node, feedback);
+            }
+            metrics.proxy_audit(verdict.label());
+            audits.settle(audit, verdict);
+        });
+    }
+
     /// Invalidates what is cached for `url` (a cache key's URL).
     fn invalidate(&self, url: &str) {
         if purge(self.cache, url) {
             tracing::debug!(url, "HTTP cache: invalidated");
         }
     }
+}
+
+/// The address of a holder's proxy (`http://ip:port`).
+fn proxy_addr(holder: &Holder) -> Option<SocketAddr> {
+    holder
+        .proxy
+        .as_deref()?
+        .strip_prefix("http://")?
+        .trim_end_matches('/')
+        .parse()
+        .ok()
 }
 
 /// Drops what `cache` holds for `url` (`http://host[:port]/path?query`,
@@ -335,6 +418,22 @@ pub fn purge(cache: &DiskCache, url: &str) -> bool {
         None => url.to_owned(),
     };
     cache.remove(&CacheKey::new(url, "").combined())
+}
+
+/// Drops what `cache` holds that was served from `cid`'s DAG (registry
+/// names and `/ipfs/` paths: the gateway's `X-Ipfs-Path` names the root);
+/// how many responses went.
+pub fn purge_cid(cache: &DiskCache, cid: &crate::content::Cid) -> usize {
+    let root = cid.to_v1();
+    cache.remove_where(|meta| {
+        meta.headers()
+            .get("x-ipfs-path")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|p| p.strip_prefix("/ipfs/"))
+            .and_then(|p| p.split('/').next())
+            .and_then(|c| c.parse::<crate::content::Cid>().ok())
+            .is_some_and(|c| c.to_v1() == root)
+    })
 }
 
 /// Where a request goes.
@@ -363,6 +462,12 @@ pub struct Ctx {
     peer_tries: usize,
     /// The peer answered that it does not have the URL.
     peer_miss: bool,
+    /// A holder this miss audits, and the origin's response to compare
+    /// its copy with.
+    audit: Option<Audit>,
+    hashing: Option<Hashing>,
+    /// This edge announced itself as a holder of the URL.
+    announced: bool,
     permit: Option<OwnedSemaphorePermit>,
     tunnel: bool,
     route: &'static str,
@@ -526,6 +631,9 @@ impl ProxyHttp for EdgeProxy {
             peer: None,
             peer_tries: 0,
             peer_miss: false,
+            audit: None,
+            hashing: None,
+            announced: false,
             permit: None,
             tunnel: false,
             route: "none",
@@ -612,10 +720,12 @@ impl ProxyHttp for EdgeProxy {
                 }
             }
             RawTargetAuthority::None => {
+                // HTTP/2 names the host in :authority, HTTP/1.1 in Host.
                 let host = req
                     .headers
                     .get(http::header::HOST)
                     .and_then(|h| h.to_str().ok())
+                    .or_else(|| req.uri.authority().map(|a| a.as_str()))
                     .and_then(|h| split_authority(h, 80));
                 let path = String::from_utf8_lossy(req.raw_path()).into_owned();
                 let site = host
@@ -764,26 +874,26 @@ impl ProxyHttp for EdgeProxy {
     }
 
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        ctx.peer = self.next_holder(session, ctx).await;
-        if let Some(holder) = &ctx.peer {
-            let addr = holder
-                .proxy
-                .as_deref()
-                .and_then(|u| u.strip_prefix("http://"))
-                .and_then(|a| a.trim_end_matches('/').parse::<SocketAddr>().ok());
-            if let Some(addr) = addr {
-                self.metrics.proxy_peer_fetch();
-                let mut peer = HttpPeer::new(addr, false, String::new());
-                peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
-                peer.options.read_timeout = Some(ORIGIN_READ_TIMEOUT);
-                return Ok(Box::new(peer));
-            }
-            ctx.peer = None;
-        }
         let target = ctx
             .target
             .clone()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no target to proxy to"))?;
+        if !ctx.announced
+            && session.cache.enabled()
+            && session.req_header().method == Method::GET
+            && target.ipfs_prefix.is_none()
+        {
+            ctx.announced = true;
+            self.announce(&target.url);
+        }
+        ctx.peer = self.next_holder(session, ctx).await;
+        if let Some(addr) = ctx.peer.as_ref().and_then(proxy_addr) {
+            self.metrics.proxy_peer_fetch();
+            let mut peer = HttpPeer::new(addr, false, String::new());
+            peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
+            peer.options.read_timeout = Some(ORIGIN_READ_TIMEOUT);
+            return Ok(Box::new(peer));
+        }
         let addr =
             match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::lookup_host(&target.connect))
                 .await
@@ -856,8 +966,24 @@ impl ProxyHttp for EdgeProxy {
             e.set_retry(true);
             return Err(e);
         }
+        if ctx.audit.is_some() && ctx.peer.is_none() {
+            ctx.hashing = Some(Hashing::new(resp));
+        }
         resp.remove_header("x-cache-status");
         Ok(())
+    }
+
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<Duration>> {
+        if let Some(hashing) = &mut ctx.hashing {
+            hashing.update(body.as_deref().unwrap_or_default());
+        }
+        Ok(None)
     }
 
     fn error_while_proxy(
@@ -953,22 +1079,14 @@ impl ProxyHttp for EdgeProxy {
         }
         let status = cache_status(session);
         self.metrics.proxy_request(ctx.route);
-        if let Some(target) = &ctx.target
-            && status == "MISS"
-            && session
-                .response_written()
-                .is_some_and(|r| r.status.as_u16() == 200)
-            && target.ipfs_prefix.is_none()
-            && let Some(overlay) = &self.overlay
-        {
-            // Stored here now: other edges may ask this one for it.
-            let overlay = overlay.clone();
-            let key = url_key(&target.url);
-            tokio::spawn(async move {
-                if let Err(e) = overlay.announce(key).await {
-                    tracing::debug!(error = %e, "proxy: cannot announce a cached URL");
+        if let Some(audit) = ctx.audit.take() {
+            let origin = ctx.hashing.take().and_then(Hashing::finish);
+            match (origin, &ctx.target) {
+                (Some(origin), Some(target)) if error.is_none() => {
+                    self.audit(audit, origin, session, target)
                 }
-            });
+                _ => self.audits.settle(audit, Verdict::Inconclusive),
+            }
         }
         if ctx.target.is_some() {
             self.metrics.proxy_cache(status);

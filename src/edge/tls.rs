@@ -118,8 +118,8 @@ pub async fn serve(
         .map_err(std::io::Error::other)?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(resolver));
-    // The proxy behind speaks HTTP/1.1.
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // The proxy behind speaks both (HTTP/2 by its preface).
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;

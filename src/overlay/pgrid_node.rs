@@ -141,6 +141,14 @@ pub enum Message {
         /// Peers to meet next, at depth + 1.
         meet: Vec<NodeId>,
     },
+    /// A holder registered at one replica of the responsible path, copied
+    /// to the others: a lookup answered by any replica names it.
+    Announced {
+        /// The key.
+        key: [u8; 32],
+        /// The peer that announced itself as a holder of it.
+        holder: NodeId,
+    },
 }
 
 /// What a query found.
@@ -502,6 +510,14 @@ impl PGridNode {
                     }
                 }
             }
+            Message::Announced { key, holder } => {
+                // Only from a replica of this path: anyone else could name
+                // arbitrary peers as holders.
+                if self.peer.replicas().contains(&from) && self.peer.responsible_for(key_bits(&key))
+                {
+                    self.holders.register(key, holder, now_ms + HOLDER_TTL_MS);
+                }
+            }
             Message::Exchange { depth, state, keys } => {
                 if depth > self.config.recmax {
                     return;
@@ -685,6 +701,15 @@ impl PGridNode {
             Op::Announce => {
                 if let Some(origin) = origin {
                     self.holders.register(key, origin, now_ms + HOLDER_TTL_MS);
+                    for &r in self.peer.replicas() {
+                        self.out.push_back(Transmit {
+                            to: r,
+                            message: Message::Announced {
+                                key,
+                                holder: origin,
+                            },
+                        });
+                    }
                 }
             }
             Op::Get | Op::Holders => {}
@@ -1016,6 +1041,24 @@ mod tests {
             panic!("{events:?}")
         };
         assert!(answer.holders.contains(&NodeId(6)), "{answer:?}");
+        // Every replica of the responsible path names it, whichever one
+        // the announcement reached: each answers its own lookup.
+        let responsible: Vec<usize> = (0..nodes.len())
+            .filter(|&i| nodes[i].peer().responsible_for(key_bits(&k)))
+            .collect();
+        assert!(responsible.len() >= 2, "needs replicas: {responsible:?}");
+        for i in responsible {
+            nodes[i].holders(now, k, &Flat, &mut rng);
+            let events = run(&mut nodes, &dead, &mut now, &mut rng);
+            let [Event::Done { answer, .. }] = &events[..] else {
+                panic!("{events:?}")
+            };
+            assert!(
+                answer.holders.contains(&NodeId(6)),
+                "replica {} does not name the holder: {answer:?}",
+                i + 1
+            );
+        }
         // Kill the origin's first choice at the first hop: the query times
         // out there and goes to the next candidate.
         let origin = 20;

@@ -20,7 +20,7 @@
 //! | kinds | component | messages |
 //! | --- | --- | --- |
 //! | 1-6 | SWIM ([`super::swim`]) | ping, indirect ping, ack, nack, push-pull, gossip |
-//! | 16-20 | P-Grid ([`super::pgrid_node`]) | query, reply, replicate, exchange, exchange reply |
+//! | 16-21 | P-Grid ([`super::pgrid_node`]) | query, reply, replicate, exchange, exchange reply, announced (a holder copied to a replica) |
 //! | 32-38 | trust ([`super::trust`]) | report, row request, row reply, scores, standing query, standing answer, power offer |
 //!
 //! The body is a [`Body`] that wraps one component's own message enum,
@@ -381,7 +381,8 @@ impl Message {
 pub enum Body {
     /// Membership and failure detection, kinds 1 to 6.
     Swim(Message),
-    /// A P-Grid query, reply, replication batch or exchange, kinds 16 to 20.
+    /// A P-Grid query, reply, replication batch, exchange or copied holder
+    /// registration, kinds 16 to 21.
     PGrid(pgrid_node::Message),
     /// A reputation message, kinds 32 to 38.
     Trust(trust::Message),
@@ -396,6 +397,7 @@ impl Body {
             Body::PGrid(pgrid_node::Message::Replicate { .. }) => 18,
             Body::PGrid(pgrid_node::Message::Exchange { .. }) => 19,
             Body::PGrid(pgrid_node::Message::ExchangeReply { .. }) => 20,
+            Body::PGrid(pgrid_node::Message::Announced { .. }) => 21,
             Body::Trust(m) => match m {
                 trust::Message::Report { .. } => 32,
                 trust::Message::RowRequest { .. } => 33,
@@ -485,7 +487,7 @@ impl Packet {
         };
         let message = match kind {
             1..=6 => Body::Swim(r.swim(kind)?),
-            16..=20 => Body::PGrid(r.pgrid(kind)?),
+            16..=21 => Body::PGrid(r.pgrid(kind)?),
             32..=38 => Body::Trust(r.trust(kind)?),
             kind => return Err(DecodeError::UnknownKind { kind }),
         };
@@ -631,6 +633,10 @@ fn put_pgrid(out: &mut Vec<u8>, m: &pgrid_node::Message) -> Result<(), EncodeErr
             put_path(out, basis);
             put_state(out, state)?;
             put_ids(out, meet, MAX_MEET)?;
+        }
+        pgrid_node::Message::Announced { key, holder } => {
+            out.extend_from_slice(key);
+            out.extend_from_slice(&holder.0.to_be_bytes());
         }
     }
     Ok(())
@@ -1046,6 +1052,11 @@ impl Reader<'_> {
                 let meet = self.ids(MAX_MEET)?;
                 pgrid_node::Message::ExchangeReply { basis, state, meet }
             }
+            21 => {
+                let key = self.key()?;
+                let holder = NodeId(self.u64()?);
+                pgrid_node::Message::Announced { key, holder }
+            }
             kind => return Err(DecodeError::UnknownKind { kind }),
         })
     }
@@ -1315,6 +1326,8 @@ mod tests {
             }),
             prop::collection::vec((key(), value()), 0..20)
                 .prop_map(|entries| pgrid_node::Message::Replicate { entries }),
+            (key(), node_id())
+                .prop_map(|(key, holder)| pgrid_node::Message::Announced { key, holder }),
             (
                 any::<u8>(),
                 peer_state(),
@@ -1876,7 +1889,7 @@ mod tests {
             Packet::decode(&raw(17, &reply)),
             Err(DecodeError::InvalidFlag { value: 4 })
         );
-        for kind in [0, 7, 15, 21, 31, 39, 255] {
+        for kind in [0, 7, 15, 22, 31, 39, 255] {
             assert_eq!(
                 Packet::decode(&raw(kind, &[])),
                 Err(DecodeError::UnknownKind { kind })
