@@ -69,9 +69,15 @@ fn holds(addr: SocketAddr, cid: &str) -> bool {
 /// Starts `n` edges on `127.0.NET.1..=n`, every one after the first
 /// bootstrapping from the first's overlay address only.
 fn cluster(net: u8, n: u8, overlay: &str) -> Vec<Edge> {
+    cluster_with(net, n, overlay, "")
+}
+
+/// `cluster`, with extra `[edge]` keys for every edge.
+fn cluster_with(net: u8, n: u8, overlay: &str, edge: &str) -> Vec<Edge> {
     let first = EdgeBuilder::new()
         .ip(&format!("127.0.{net}.1"))
         .overlay(overlay)
+        .edge(edge)
         .start();
     let bootstrap = format!("bootstrap = [\"{}\"]", first.overlay);
     let mut edges = vec![first];
@@ -81,6 +87,7 @@ fn cluster(net: u8, n: u8, overlay: &str) -> Vec<Edge> {
                 .ip(&format!("127.0.{net}.{i}"))
                 .overlay(&bootstrap)
                 .overlay(overlay)
+                .edge(edge)
                 .start(),
         );
     }
@@ -521,11 +528,13 @@ fn audits(edge: &Edge) -> f64 {
 /// announced under the URL's key), not from the origin again, once each
 /// has audited it; an edge that misses while another is fetching waits
 /// for that fetch; a holder that has lost a page answers 504 to
-/// only-if-cached and the asker goes on to the origin.
+/// only-if-cached and the asker goes on to the origin. The edges serve
+/// only 127.0.0.1 as clients: each other they serve as members of the
+/// overlay, and only from their caches.
 #[test]
 fn a_page_cached_at_one_edge_is_served_to_the_others_from_it() {
     use common::origin::Origin;
-    let edges = cluster(23, 3, "");
+    let edges = cluster_with(23, 3, "", "proxy_allow = [\"127.0.0.1/32\"]");
     converge(&edges);
     let origin = Origin::start("127.0.23.9", page);
     let o = origin.addr;
@@ -546,6 +555,29 @@ fn a_page_cached_at_one_edge_is_served_to_the_others_from_it() {
         },
     );
     eprintln!("edges 1 and 2 vouched for a holder after {n} pages ({took:?})");
+    // An address that is no member's gets nothing, even from the cache.
+    let stranger = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "20",
+        ])
+        .args([
+            "--interface",
+            "127.0.23.50",
+            "-H",
+            "Cache-Control: only-if-cached",
+        ])
+        .arg("-x")
+        .arg(format!("http://{}", edges[0].proxy))
+        .arg(format!("http://{o}/warm1"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&stranger.stdout), "403");
     // Then edge 1 takes a page that edge 0 fetched from it, and the origin
     // is asked once. (One miss in 16 is a spot check instead, which goes to
     // the origin: the next page then.)

@@ -38,11 +38,16 @@ pub enum ConfigError {
 /// `dns.allow_recursion` or `edge.proxy_allow`); an IPv4-mapped IPv6
 /// address counts as its IPv4 address.
 pub fn allows(nets: &[IpNet], ip: std::net::IpAddr) -> bool {
-    let ip = match ip {
+    let ip = canonical(ip);
+    nets.iter().any(|n| n.contains(&ip))
+}
+
+/// `ip`, with an IPv4-mapped IPv6 address as its IPv4 address.
+pub fn canonical(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
         std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
         v4 => v4,
-    };
-    nets.iter().any(|n| n.contains(&ip))
+    }
 }
 
 fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {

@@ -291,16 +291,30 @@ const NOT_PASSED: [&str; 16] = [
 
 /// Asks the holder's proxy at `addr` for `url` from its cache, with the
 /// client's request's headers (so a Vary response picks the same variant),
-/// and hashes what it answers, reading at most `max_bytes` of body.
+/// from the address `source` if given, and hashes what it answers,
+/// reading at most `max_bytes` of body.
 pub async fn fetch(
     addr: SocketAddr,
+    source: Option<std::net::IpAddr>,
     url: &str,
     authority: &str,
     client: &RequestHeader,
     max_bytes: u64,
 ) -> Result<Copy, String> {
     tokio::time::timeout(AUDIT_TIMEOUT, async {
-        let tcp = tokio::net::TcpStream::connect(addr)
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        };
+        let socket = socket.map_err(|e| format!("cannot make a socket: {e}"))?;
+        if let Some(ip) = source.filter(|ip| ip.is_ipv4() == addr.is_ipv4()) {
+            socket
+                .bind(SocketAddr::new(ip, 0))
+                .map_err(|e| format!("cannot bind {ip}: {e}"))?;
+        }
+        let tcp = socket
+            .connect(addr)
             .await
             .map_err(|e| format!("cannot reach {addr}: {e}"))?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))

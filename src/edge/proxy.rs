@@ -110,6 +110,9 @@ pub struct EdgeProxy {
     overlay: Option<Overlay>,
     /// Which of those edges this one takes copies from.
     audits: Arc<Audits>,
+    /// The source address of asks to other edges: the address this
+    /// edge's proxy is known by, so theirs recognise it as a member's.
+    source: Option<IpAddr>,
 }
 
 /// What a request for content resolves to.
@@ -146,6 +149,7 @@ impl EdgeProxy {
             gateway,
             overlay,
             audits: Arc::default(),
+            source: Some(config.listen.ip()).filter(|ip| !ip.is_unspecified()),
         }
     }
 
@@ -351,17 +355,17 @@ impl EdgeProxy {
         );
         let client = session.req_header().clone();
         let (url, authority) = (target.url.clone(), target.authority.clone());
-        let max = self.cache.limits().max_object_bytes;
+        let (max, source) = (self.cache.limits().max_object_bytes, self.source);
         tokio::spawn(async move {
             let node = audit.holder.node;
-            let verdict =
-                match crate::edge::audit::fetch(addr, &url, &authority, &client, max).await {
-                    Ok(held) => crate::edge::audit::judge(&origin, &held),
-                    Err(e) => {
-                        tracing::info!(error = %e, "proxy: an audit could not reach the holder");
-                        Verdict::Failed
-                    }
-                };
+            let asked = crate::edge::audit::fetch(addr, source, &url, &authority, &client, max);
+            let verdict = match asked.await {
+                Ok(held) => crate::edge::audit::judge(&origin, &held),
+                Err(e) => {
+                    tracing::info!(error = %e, "proxy: an audit could not reach the holder");
+                    Verdict::Failed
+                }
+            };
             let feedback = match verdict {
                 Verdict::Verified => Some(Feedback::Verified),
                 Verdict::Lie => Some(Feedback::WrongHash),
@@ -649,7 +653,15 @@ impl ProxyHttp for EdgeProxy {
         // A background refresh (stale-while-revalidate) is pingora's own
         // subrequest, with no client of its own.
         let internal = session.subrequest_ctx.is_some();
-        if !internal && !client.is_some_and(|ip| self.allowed(ip)) {
+        // Another edge of the overlay may read this cache (only-if-cached
+        // GET and HEAD, which never fetch), wherever it is.
+        let req = session.req_header();
+        let member = matches!(req.method, Method::GET | Method::HEAD)
+            && only_if_cached(req)
+            && client
+                .zip(self.overlay.as_ref())
+                .is_some_and(|(ip, o)| o.is_member_proxy(ip));
+        if !internal && !member && !client.is_some_and(|ip| self.allowed(ip)) {
             ctx.route = "refused";
             let who = client.map_or("this client".to_owned(), |ip| ip.to_string());
             respond(
@@ -892,6 +904,11 @@ impl ProxyHttp for EdgeProxy {
             let mut peer = HttpPeer::new(addr, false, String::new());
             peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
             peer.options.read_timeout = Some(ORIGIN_READ_TIMEOUT);
+            if let Some(ip) = self.source.filter(|ip| ip.is_ipv4() == addr.is_ipv4()) {
+                let mut bind = pingora_core::connectors::l4::BindTo::default();
+                bind.addr = Some(SocketAddr::new(ip, 0));
+                peer.options.bind_to = Some(bind);
+            }
             return Ok(Box::new(peer));
         }
         let addr =

@@ -25,6 +25,8 @@ pub mod behaviour;
 pub mod show;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use libp2p::futures::StreamExt;
@@ -289,6 +291,8 @@ enum Command {
 pub struct Overlay {
     tx: mpsc::Sender<Command>,
     node_id: NodeId,
+    /// The addresses of live members' proxies, from their hellos.
+    member_proxies: Arc<parking_lot::RwLock<HashSet<IpAddr>>>,
 }
 
 impl std::fmt::Debug for Overlay {
@@ -423,6 +427,7 @@ impl Overlay {
             proxy: config.proxy_url.clone(),
             replication: config.replication.max(1),
             keep_replicas: config.keep_replicas,
+            member_proxies: Arc::default(),
             directory: HashMap::new(),
             peers: BTreeMap::new(),
             connected: HashSet::new(),
@@ -434,10 +439,15 @@ impl Overlay {
             explored: VecDeque::new(),
             explored_set: HashSet::new(),
         };
+        let member_proxies = driver.member_proxies.clone();
         driver.bootstrap(&config.bootstrap);
         let task = tokio::spawn(driver.run(rx, config.bootstrap.clone(), shutdown));
         Ok(Started {
-            overlay: Overlay { tx, node_id },
+            overlay: Overlay {
+                tx,
+                node_id,
+                member_proxies,
+            },
             stored,
             task,
         })
@@ -489,6 +499,14 @@ impl Overlay {
         self.ask(|reply| Command::Announce { key, reply }).await?
     }
 
+    /// Whether `ip` is the address of a live member's proxy (an edge of
+    /// the overlay that may ask this one's cache).
+    pub fn is_member_proxy(&self, ip: IpAddr) -> bool {
+        self.member_proxies
+            .read()
+            .contains(&crate::config::canonical(ip))
+    }
+
     /// Reports how a transfer from `node` went (reputation feedback).
     /// Dropped when the driver's queue is full: feedback is advisory.
     pub fn record(&self, node: NodeId, feedback: Feedback) {
@@ -530,6 +548,8 @@ struct Driver {
     proxy: Option<String>,
     replication: usize,
     keep_replicas: bool,
+    /// Shared with the handles: see [`Overlay::is_member_proxy`].
+    member_proxies: Arc<parking_lot::RwLock<HashSet<IpAddr>>>,
     /// Core id to libp2p id.
     directory: HashMap<NodeId, PeerId>,
     /// What we know of each peer, by libp2p id (ordered, for status).
@@ -800,6 +820,7 @@ impl Driver {
                 {
                     entry.http = hello.http.filter(|url| url.len() <= 512);
                     entry.proxy = hello.proxy.filter(|url| url.len() <= 512);
+                    self.refresh_member_proxies();
                 }
             }
             Err(e) => tracing::debug!(%peer, error = %e, "overlay: malformed hello"),
@@ -852,7 +873,10 @@ impl Driver {
 
     fn on_node_event(&mut self, event: Event) {
         match event {
-            Event::Membership(m) => tracing::info!(event = ?m, "overlay: membership"),
+            Event::Membership(m) => {
+                tracing::info!(event = ?m, "overlay: membership");
+                self.refresh_member_proxies();
+            }
             Event::PGrid(pgrid_node::Event::Done { id, answer }) => match self.ops.remove(&id) {
                 Some(Operation::Holders(reply, mut also)) => {
                     also.extend_from_slice(&answer.holders);
@@ -957,6 +981,21 @@ impl Driver {
                 })
             })
             .collect()
+    }
+
+    /// Recomputes the addresses of live members' proxies.
+    fn refresh_member_proxies(&self) {
+        let ips: HashSet<IpAddr> = self
+            .node
+            .live_members()
+            .filter_map(|n| self.peers.get(self.directory.get(&n)?)?.proxy.as_deref())
+            .filter_map(|url| {
+                let addr = url.strip_prefix("http://")?.trim_end_matches('/');
+                addr.parse::<std::net::SocketAddr>().ok()
+            })
+            .map(|a| crate::config::canonical(a.ip()))
+            .collect();
+        *self.member_proxies.write() = ips;
     }
 
     fn http_of(&self, node: NodeId) -> Option<&str> {
