@@ -14,6 +14,8 @@ pub struct Seen {
     pub method: String,
     pub path: String,
     pub headers: HashMap<String, String>,
+    /// The client's address.
+    pub from: std::net::IpAddr,
 }
 
 /// An HTTP/1.1 origin on loopback that answers from `route` and records
@@ -48,6 +50,16 @@ impl Origin {
         Origin { addr, seen, down }
     }
 
+    /// Requests from `ip`.
+    pub fn count_from(&self, ip: std::net::IpAddr) -> usize {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.from == ip)
+            .count()
+    }
+
     pub fn count(&self, path: &str) -> usize {
         self.seen
             .lock()
@@ -76,6 +88,9 @@ impl Origin {
 
 fn serve(stream: TcpStream, seen: &Mutex<Vec<Seen>>, down: &AtomicBool, route: Route) {
     stream.set_nonblocking(false).unwrap();
+    let Ok(from) = stream.peer_addr().map(|a| a.ip()) else {
+        return;
+    };
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut writer = stream;
     loop {
@@ -116,6 +131,7 @@ fn serve(stream: TcpStream, seen: &Mutex<Vec<Seen>>, down: &AtomicBool, route: R
             method,
             path,
             headers,
+            from,
         };
         let n = {
             let mut seen = seen.lock().unwrap();
