@@ -388,20 +388,13 @@ fn a_holder_that_serves_corrupt_blocks_is_rated_down_and_avoided() {
     // The catching edge's opinion reaches the liar's score managers, and
     // their verdict every edge: within a few reputation epochs of 20 s,
     // every edge holds the liar in bad standing, and no honest edge.
-    let took = wait_for(
+    let took = every_edge_sees(
+        &edges,
         "every edge to hold the liar in bad standing",
         // Generous: a starved machine (the suite runs tests side by side
         // on 2 cores) can miss a round's slot and so a whole epoch.
         Duration::from_secs(180),
-        || {
-            edges.iter().all(|e| {
-                status(e).is_some_and(|s| {
-                    s.members
-                        .iter()
-                        .any(|m| m.node_id == liar_id && m.standing == "bad")
-                })
-            })
-        },
+        |m| m.node_id == liar_id && m.standing == "bad",
     );
     eprintln!("every edge held the liar in bad standing {took:?} after it was caught");
     for e in &edges {
@@ -465,20 +458,28 @@ fn outsider(
             .unwrap()
     });
     let id = started.overlay.node_id().to_string();
-    wait_for(
+    every_edge_sees(
+        edges,
         "the edges to see the outsider",
         Duration::from_secs(60),
-        || {
-            edges.iter().all(|e| {
-                status(e).is_some_and(|s| {
-                    s.members
-                        .iter()
-                        .any(|m| m.node_id == id && m.state == "alive" && m.http.is_some())
-                })
-            })
-        },
+        |m| m.node_id == id && m.state == "alive" && m.http.is_some(),
     );
     started
+}
+
+/// Waits until every edge's status lists a member for which `member`
+/// holds; how long that took.
+fn every_edge_sees(
+    edges: &[Edge],
+    what: &str,
+    limit: Duration,
+    member: impl Fn(&gridedge::net::MemberView) -> bool,
+) -> Duration {
+    wait_for(what, limit, || {
+        edges
+            .iter()
+            .all(|e| status(e).is_some_and(|s| s.members.iter().any(&member)))
+    })
 }
 
 /// Web pages for the proxy tests: stable per path (an ETag of the path),
@@ -506,6 +507,27 @@ fn via(edge: &Edge, origin: SocketAddr, path: &str) -> String {
         .args(["-s", "--max-time", "20", "-x"])
         .arg(format!("http://{}", edge.proxy))
         .arg(format!("http://{origin}{path}"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `curl -x edge's proxy ARGS URL`: the status code.
+fn status_via(edge: &Edge, url: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "20",
+        ])
+        .args(args)
+        .arg("-x")
+        .arg(format!("http://{}", edge.proxy))
+        .arg(url)
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -556,28 +578,17 @@ fn a_page_cached_at_one_edge_is_served_to_the_others_from_it() {
     );
     eprintln!("edges 1 and 2 vouched for a holder after {n} pages ({took:?})");
     // An address that is no member's gets nothing, even from the cache.
-    let stranger = std::process::Command::new("curl")
-        .args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--max-time",
-            "20",
-        ])
-        .args([
+    let stranger = status_via(
+        &edges[0],
+        &format!("http://{o}/warm1"),
+        &[
             "--interface",
             "127.0.23.50",
             "-H",
             "Cache-Control: only-if-cached",
-        ])
-        .arg("-x")
-        .arg(format!("http://{}", edges[0].proxy))
-        .arg(format!("http://{o}/warm1"))
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&stranger.stdout), "403");
+        ],
+    );
+    assert_eq!(stranger, "403");
     // Then edge 1 takes a page that edge 0 fetched from it, and the origin
     // is asked once. (One miss in 16 is a spot check instead, which goes to
     // the origin: the next page then.)
@@ -640,22 +651,8 @@ fn a_page_cached_at_one_edge_is_served_to_the_others_from_it() {
     assert_eq!(via(&edges[0], o, path), "/b from the origin");
     assert_eq!(via(&edges[1], o, path), "/b from the origin");
     for edge in &edges[..2] {
-        let purge = std::process::Command::new("curl")
-            .args([
-                "-s",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "-X",
-                "PURGE",
-                "-x",
-            ])
-            .arg(format!("http://{}", edge.proxy))
-            .arg(format!("http://{o}{path}"))
-            .output()
-            .unwrap();
-        assert_eq!(String::from_utf8_lossy(&purge.stdout), "200");
+        let purged = status_via(edge, &format!("http://{o}{path}"), &["-X", "PURGE"]);
+        assert_eq!(purged, "200");
     }
     let asked = origin.count(path);
     let (fetched, audited) = (edges[2].metric(PEER_FETCHES), audits(&edges[2]));
