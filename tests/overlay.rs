@@ -343,7 +343,6 @@ fn a_holder_that_serves_corrupt_blocks_is_rated_down_and_avoided() {
         &edges,
         format!("http://{server}"),
         None,
-        Duration::from_secs(20),
         &shutdown,
     );
     let liar_id = liar.overlay.node_id().to_string();
@@ -423,15 +422,15 @@ fn a_holder_that_serves_corrupt_blocks_is_rated_down_and_avoided() {
 }
 
 /// Starts an overlay peer run by this test with the library, as an edge
-/// whose gateway (`http`) and proxy (`proxy`) are the test's servers, and
-/// waits until every edge sees it.
+/// whose gateway (`http`) and proxy (`proxy`) are the test's servers, with
+/// replication 1 and 20 s reputation epochs, and waits until every edge
+/// sees it.
 fn outsider(
     runtime: &tokio::runtime::Runtime,
     ip: &str,
     edges: &[Edge],
     http: String,
     proxy: Option<String>,
-    trust_epoch: Duration,
     shutdown: &tokio_util::sync::CancellationToken,
 ) -> gridedge::net::Started {
     let started = runtime.block_on(async {
@@ -451,7 +450,8 @@ fn outsider(
             proxy_url: proxy,
             replication: 1,
             keep_replicas: false,
-            trust_epoch: Some(trust_epoch),
+            // The edges' trust_epoch_secs in the tests that use it.
+            trust_epoch: Some(Duration::from_secs(20)),
         };
         gridedge::net::Overlay::start(config, secret, shutdown.clone())
             .await
@@ -694,7 +694,6 @@ fn a_holder_that_lies_about_web_pages_is_caught_and_avoided() {
         &edges,
         format!("http://{}", liar_proxy.addr),
         Some(format!("http://{}", liar_proxy.addr)),
-        Duration::from_secs(20),
         &shutdown,
     );
     let o = origin.addr;

@@ -24,7 +24,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use lru::LruCache;
 use parking_lot::Mutex;
-use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_http::RequestHeader;
 use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -208,16 +208,16 @@ pub struct Hashing {
 }
 
 impl Hashing {
-    /// Starts on a response's header.
-    pub fn new(resp: &ResponseHeader) -> Hashing {
+    /// Starts on a response's status and headers.
+    pub fn new(status: u16, headers: &http::HeaderMap) -> Hashing {
         let header = |name: &str| {
-            resp.headers
+            headers
                 .get(name)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
         };
         Hashing {
-            status: resp.status.as_u16(),
+            status,
             etag: header("etag"),
             last_modified: header("last-modified"),
             length: header("content-length").and_then(|l| l.parse().ok()),
@@ -270,7 +270,7 @@ pub fn judge(origin: &Copy, held: &Copy) -> Verdict {
 /// Headers of the client's request not passed on to an audit's ask:
 /// hop-by-hop, conditional and partial requests, the client's own cache
 /// directives, and those the ask sets itself.
-const NOT_PASSED: [&str; 16] = [
+const NOT_PASSED: [&str; 17] = [
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -287,6 +287,7 @@ const NOT_PASSED: [&str; 16] = [
     "if-modified-since",
     "if-unmodified-since",
     "cache-control",
+    "pragma",
 ];
 
 /// Asks the holder's proxy at `addr` for `url` from its cache, with the
@@ -323,7 +324,7 @@ pub async fn fetch(
         tokio::spawn(conn);
         let mut req = http::Request::builder().method(http::Method::GET).uri(url);
         for (name, value) in client.headers.iter() {
-            if !NOT_PASSED.contains(&name.as_str()) && name != "pragma" {
+            if !NOT_PASSED.contains(&name.as_str()) {
                 req = req.header(name, value);
             }
         }
@@ -338,31 +339,19 @@ pub async fn fetch(
             .await
             .map_err(|e| format!("{addr}: {e}"))?;
         let (parts, mut body) = resp.into_parts();
-        let header = |name: &str| {
-            parts
-                .headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        let mut hasher = Sha256::new();
-        let mut read = 0u64;
+        let mut hashing = Hashing::new(parts.status.as_u16(), &parts.headers);
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| format!("{addr} broke off: {e}"))?;
             if let Some(data) = frame.data_ref() {
-                read += data.len() as u64;
-                if read > max_bytes {
+                hashing.update(data);
+                if hashing.read > max_bytes {
                     return Err(format!("{addr} sent more than {max_bytes} bytes"));
                 }
-                hasher.update(data);
             }
         }
-        Ok(Copy {
-            status: parts.status.as_u16(),
-            etag: header("etag"),
-            last_modified: header("last-modified"),
-            digest: hasher.finalize().into(),
-        })
+        hashing
+            .finish()
+            .ok_or_else(|| format!("{addr} sent less than its Content-Length"))
     })
     .await
     .map_err(|_| format!("{addr} did not answer in {AUDIT_TIMEOUT:?}"))?

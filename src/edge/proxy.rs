@@ -391,15 +391,9 @@ impl EdgeProxy {
     }
 }
 
-/// The address of a holder's proxy (`http://ip:port`).
+/// The address of a holder's proxy.
 fn proxy_addr(holder: &Holder) -> Option<SocketAddr> {
-    holder
-        .proxy
-        .as_deref()?
-        .strip_prefix("http://")?
-        .trim_end_matches('/')
-        .parse()
-        .ok()
+    crate::net::proxy_socket(holder.proxy.as_deref()?)
 }
 
 /// Drops what `cache` holds for `url` (`http://host[:port]/path?query`,
@@ -984,7 +978,7 @@ impl ProxyHttp for EdgeProxy {
             return Err(e);
         }
         if ctx.audit.is_some() && ctx.peer.is_none() {
-            ctx.hashing = Some(Hashing::new(resp));
+            ctx.hashing = Some(Hashing::new(resp.status.as_u16(), &resp.headers));
         }
         resp.remove_header("x-cache-status");
         Ok(())

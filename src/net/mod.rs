@@ -169,6 +169,15 @@ pub struct Stored {
     pub value: ValueRef,
 }
 
+/// The address of a proxy URL as edges announce theirs in the hello
+/// (`http://ip:port`).
+pub fn proxy_socket(url: &str) -> Option<std::net::SocketAddr> {
+    url.strip_prefix("http://")?
+        .trim_end_matches('/')
+        .parse()
+        .ok()
+}
+
 /// What `gridedge status` and `gridedge peers` show.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Status {
@@ -989,10 +998,7 @@ impl Driver {
             .node
             .live_members()
             .filter_map(|n| self.peers.get(self.directory.get(&n)?)?.proxy.as_deref())
-            .filter_map(|url| {
-                let addr = url.strip_prefix("http://")?.trim_end_matches('/');
-                addr.parse::<std::net::SocketAddr>().ok()
-            })
+            .filter_map(proxy_socket)
             .map(|a| crate::config::canonical(a.ip()))
             .collect();
         *self.member_proxies.write() = ips;
