@@ -141,7 +141,15 @@ impl Retriever {
             lock: lock.clone(),
         };
         let _one = lock.lock().await;
-        self.fetch_once(cid, pin, hint).await
+        match self.fetch_once(cid, pin, hint).await {
+            // Just after a publish, the holder index may not have reached
+            // the replica that answered: one more look a moment later.
+            Err(RetrieveError::NoHolders { .. } | RetrieveError::AllFailed { .. }) => {
+                tokio::time::sleep(RETRY_LOOKUP_AFTER).await;
+                self.fetch_once(cid, pin, hint).await
+            }
+            done => done,
+        }
     }
 
     async fn fetch_once(
@@ -254,6 +262,11 @@ impl Retriever {
         }
     }
 }
+
+/// How long a fetch that found no holder to deliver waits before it looks
+/// up the holders once more (a registration copies to a path's replicas
+/// within a round trip or two).
+const RETRY_LOOKUP_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Most pinned objects announced again per period: each is one P-Grid
 /// lookup, and an edge with more pins has them at its replicas anyway.
