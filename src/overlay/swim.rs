@@ -121,6 +121,8 @@ struct Probe {
     sent: Instant,
     indirect_at: Instant,
     indirect_sent: bool,
+    /// The second direct ping sent with the indirect ones, and when.
+    retry: Option<(u32, Instant)>,
     expected_nacks: u32,
     nacks: u32,
 }
@@ -559,10 +561,12 @@ impl Swim {
             return None;
         }
         let probe = self.probe.as_ref()?;
-        if probe.seq != seq {
-            return None;
-        }
-        let rtt = (from == probe.target).then(|| now.saturating_duration_since(probe.sent));
+        let sent = match probe.retry {
+            _ if seq == probe.seq => probe.sent,
+            Some((retry, at)) if seq == retry => at,
+            _ => return None,
+        };
+        let rtt = (from == probe.target).then(|| now.saturating_duration_since(sent));
         self.probe = None;
         // Lifeguard 4.1: a successful probe is evidence of our own health.
         self.awareness.apply_delta(-1);
@@ -860,7 +864,7 @@ impl Swim {
             && !p.indirect_sent
             && now >= p.indirect_at
         {
-            self.send_indirect(rng);
+            self.send_indirect(now, rng);
         }
         if now >= self.next_probe {
             self.finish_probe(now);
@@ -1003,6 +1007,7 @@ impl Swim {
             sent: now,
             indirect_at: now + self.awareness.scale(self.config.probe_timeout),
             indirect_sent: false,
+            retry: None,
             expected_nacks: 0,
             nacks: 0,
         });
@@ -1015,10 +1020,19 @@ impl Swim {
         self.send(target, Message::Ping { seq, target }, priority);
     }
 
-    fn send_indirect(&mut self, rng: &mut OverlayRng) {
+    fn send_indirect(&mut self, now: Instant, rng: &mut OverlayRng) {
+        let retry = self.next_seq();
         let Some(p) = self.probe.as_mut() else { return };
         p.indirect_sent = true;
+        p.retry = Some((retry, now));
         let (seq, target) = (p.seq, p.target);
+        // memberlist's fallback: a second direct ping beside the indirect
+        // ones (memberlist sends it over TCP). A lost ping or ack is the
+        // usual cause of a missed ack, and most of all for a slow member,
+        // whose answers through helpers come too late for their relay
+        // deadline; each suspicion costs the whole cluster λ·log N
+        // transmissions of it and of its refutation.
+        self.send(target, Message::Ping { seq: retry, target }, None);
         let helpers = self.random_members(rng, self.config.indirect_checks, |m| {
             m.state == MemberState::Alive && m.id != target
         });
@@ -1189,6 +1203,51 @@ mod tests {
         }
         s.handle_timeout(t0 + min, &mut rng);
         assert_eq!(s.member(NodeId(5)), Some((MemberState::Dead, 0)));
+    }
+
+    #[test]
+    fn a_lost_ping_is_sent_again_beside_the_indirect_probes() {
+        let (mut s, mut rng, t0) = swim(1);
+        let ids: Vec<NodeId> = (2..12).map(NodeId).collect();
+        s.restore_members(t0, &mut rng, &ids);
+        // Run timers until the first probe goes out; its ping is "lost".
+        let mut now = t0;
+        let (target, first) = loop {
+            now = s.poll_timeout().max(now);
+            s.handle_timeout(now, &mut rng);
+            let ping = std::iter::from_fn(|| s.poll_outgoing()).find_map(|o| match o.message {
+                Message::Ping { seq, target } => Some((target, seq)),
+                _ => None,
+            });
+            if let Some(p) = ping {
+                break p;
+            }
+        };
+        let sent = now;
+        // At the probe timeout: helpers are asked, and the target is
+        // pinged once more, under a sequence number of its own.
+        now = sent + Config::default().probe_timeout;
+        s.handle_timeout(now, &mut rng);
+        let out: Vec<Outgoing> = std::iter::from_fn(|| s.poll_outgoing()).collect();
+        let retry = out
+            .iter()
+            .find_map(|o| match o.message {
+                Message::Ping { seq, target: t } if o.to == target && t == target => Some(seq),
+                _ => None,
+            })
+            .expect("a second direct ping");
+        assert_ne!(retry, first);
+        let helpers = out
+            .iter()
+            .filter(|o| matches!(o.message, Message::IndirectPing { .. }))
+            .count();
+        assert_eq!(helpers, Config::default().indirect_checks);
+        // Its ack ends the probe well, and the RTT is the retry's own.
+        let rtt = s.handle_ack(now + Duration::from_millis(40), target, retry);
+        assert_eq!(rtt, Some(Duration::from_millis(40)));
+        s.handle_timeout(sent + Config::default().probe_interval, &mut rng);
+        assert_eq!(s.member(target), Some((MemberState::Alive, 0)));
+        assert_eq!(s.stats().failed_probes, 0);
     }
 
     #[test]
