@@ -6,7 +6,8 @@
 //! - every protocol period a node probes the next member of a shuffled
 //!   round-robin list (SWIM, Das et al. 2002, section 4.3), and if no ack
 //!   comes within the probe timeout asks `k` random members to probe it
-//!   indirectly (section 3.1);
+//!   indirectly (section 3.1), and pings it directly once more beside them
+//!   (memberlist's fallback ping, which it sends over TCP);
 //! - a member that answers neither way is suspected, not killed (section
 //!   4.2); the suspicion is gossiped, and the member refutes it by gossiping
 //!   `alive` with a higher incarnation; a suspicion not refuted in time
