@@ -30,6 +30,9 @@ pub struct Suspicion {
     confirmations: BTreeSet<NodeId>,
     /// Whether a packet came straight from the suspect since this began.
     pub heard_from_suspect: bool,
+    /// Whether the timeout ran out once and the suspect was pinged one
+    /// last time; the next expiry is final.
+    pub last_call: bool,
     /// Cached `start + timeout()`: the node asks for it after every packet.
     deadline: Instant,
 }
@@ -57,6 +60,7 @@ impl Suspicion {
             k,
             confirmations,
             heard_from_suspect: false,
+            last_call: false,
             deadline: now + max,
         }
     }
@@ -87,6 +91,13 @@ impl Suspicion {
     /// When the member is to be declared dead.
     pub fn deadline(&self) -> Instant {
         self.deadline
+    }
+
+    /// The timeout ran out: give the suspect until `deadline` to answer a
+    /// last ping. A confirmation after this ends the wait at once.
+    pub fn call_last(&mut self, deadline: Instant) {
+        self.last_call = true;
+        self.deadline = deadline;
     }
 }
 

@@ -220,7 +220,8 @@ pub struct GossipArgs {
     #[arg(long, value_enum, default_value_t = PresetArg::Lan)]
     pub preset: PresetArg,
     /// RTT matrix in milliseconds (whitespace separated, square); without
-    /// it, a generated 490-host internet.
+    /// it, 490 generated hosts of the network the preset is made for: a
+    /// region (RTTs up to 25 ms) for lan, five continents for wan.
     #[arg(long)]
     pub matrix: Option<PathBuf>,
     /// Access delay range added per node when nodes outnumber the matrix's
