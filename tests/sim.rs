@@ -102,13 +102,18 @@ fn coords_on_planetlab_pharos_beats_vivaldi() {
     let r = run_coords(&opts, &mut |_| {}).unwrap();
     let ctx = format!("replay with SIM_SEED={seed}:\n{r}");
     let (v, p) = (&r.vivaldi, &r.pharos);
-    // Converged Vivaldi on this matrix is near 0.1 median; bounds leave
-    // room for the shorter run.
-    assert!(v.median_relative_error < 0.20, "{ctx}");
-    assert!(p.median_relative_error < 0.15, "{ctx}");
-    assert!(p.p90_relative_error < 0.50, "{ctx}");
+    // Converged, plain Vivaldi on this matrix is near 0.09 median and
+    // Pharos in 5-D near 0.065 (seeds 1 to 3); bounds leave room for the
+    // shorter run and other seeds.
+    assert!(v.median_relative_error < 0.15, "{ctx}");
+    assert!(p.median_relative_error < 0.09, "{ctx}");
+    assert!(p.p90_relative_error < 0.35, "{ctx}");
     assert!(p.median_relative_error < v.median_relative_error, "{ctx}");
     assert!(p.p90_relative_error < v.p90_relative_error, "{ctx}");
+    assert!(
+        p.nearest_of_8_within_10pct > v.nearest_of_8_within_10pct,
+        "{ctx}"
+    );
     assert!(
         p.nearest_of_8_within_10pct > r.random.nearest_of_8_within_10pct + 0.3,
         "{ctx}"
@@ -126,11 +131,17 @@ fn coords_on_planetlab_full() {
     let r = run_coords(&opts, &mut |_| {}).unwrap();
     println!("{r}");
     let ctx = format!("replay with SIM_SEED={seed}:\n{r}");
+    let (v, p) = (&r.vivaldi, &r.pharos);
+    // The goals: at most 0.07 median and 0.30 at the 90th
+    // percentile, and better than plain Vivaldi on every figure.
+    assert!(p.median_relative_error <= 0.07, "{ctx}");
+    assert!(p.p90_relative_error <= 0.30, "{ctx}");
+    assert!(p.median_relative_error < v.median_relative_error, "{ctx}");
+    assert!(p.p90_relative_error < v.p90_relative_error, "{ctx}");
     assert!(
-        r.pharos.median_relative_error < r.vivaldi.median_relative_error,
+        p.nearest_of_8_within_10pct > v.nearest_of_8_within_10pct,
         "{ctx}"
     );
-    assert!(r.pharos.p90_relative_error < 0.35, "{ctx}");
 }
 
 #[test]

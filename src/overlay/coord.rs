@@ -25,8 +25,12 @@ use rand::Rng;
 
 use super::{NodeId, OverlayRng};
 
-/// Dimensions of the Euclidean part of a coordinate (2-D plus height).
-pub const DIM: usize = 2;
+/// Dimensions of the Euclidean part of a coordinate on the wire, plus
+/// height. Five: on the PlanetLab matrix (`sim coords`) Pharos in 5-D plus
+/// height has a median relative error of 0.061 against 0.083 in 2-D, and
+/// the nearest-of-8 pick is within 10% in 90% of picks against 85%; serf
+/// uses 8. A [`VivaldiConfig::dimensions`] below this leaves the rest zero.
+pub const DIM: usize = 5;
 
 /// Largest absolute value of a coordinate component, in milliseconds.
 /// Half the Earth's circumference at light speed in fibre is about 100 ms;
@@ -77,6 +81,10 @@ pub struct VivaldiConfig {
     pub gravity_rho_ms: f64,
     /// Samples longer than this are discarded as absurd.
     pub max_rtt: Duration,
+    /// Dimensions the coordinate moves in, at most [`DIM`]; the others stay
+    /// zero. Plain Vivaldi as its paper measured it is 2 (`sim coords`
+    /// compares against it).
+    pub dimensions: usize,
 }
 
 impl Default for VivaldiConfig {
@@ -91,6 +99,7 @@ impl Default for VivaldiConfig {
             max_filter_peers: 256,
             gravity_rho_ms: 150_000.0,
             max_rtt: Duration::from_secs(10),
+            dimensions: DIM,
         }
     }
 }
@@ -246,13 +255,28 @@ impl Vivaldi {
         force: f64,
         other: &Coordinate,
     ) {
-        let d = diff(&self.coord.vec, &other.vec);
+        let dims = config.dimensions.clamp(1, DIM);
+        // Only the configured dimensions move; a peer that uses more of
+        // them is seen by their projection.
+        let d: [f64; DIM] = std::array::from_fn(|i| {
+            if i < dims {
+                self.coord.vec[i] - other.vec[i]
+            } else {
+                0.0
+            }
+        });
         let mag = magnitude(&d);
         let unit: [f64; DIM] = if mag > 1.0e-6 {
             std::array::from_fn(|i| d[i] / mag)
         } else {
             // Two nodes on the same spot push apart in a random direction.
-            let r: [f64; DIM] = std::array::from_fn(|_| rng.gen_range(-0.5..0.5));
+            let r: [f64; DIM] = std::array::from_fn(|i| {
+                if i < dims {
+                    rng.gen_range(-0.5..0.5)
+                } else {
+                    0.0
+                }
+            });
             let m = magnitude(&r).max(1.0e-9);
             std::array::from_fn(|i| r[i] / m)
         };
@@ -465,8 +489,8 @@ mod tests {
         let cfg = VivaldiConfig::default();
         let mut a = Coordinate::origin(&cfg);
         let mut b = Coordinate::origin(&cfg);
-        a.vec = [3.0, 0.0];
-        b.vec = [0.0, 4.0];
+        a.vec[0] = 3.0;
+        b.vec[1] = 4.0;
         a.height_ms = 1.0;
         b.height_ms = 2.0;
         assert!((a.distance_ms(&b) - 8.0).abs() < 1e-9);
@@ -556,9 +580,9 @@ mod tests {
     fn pharos_uses_local_only_inside_a_cluster() {
         let cfg = VivaldiConfig::default();
         let mut g = Coordinate::origin(&cfg);
-        g.vec = [100.0, 0.0];
+        g.vec[0] = 100.0;
         let mut l = Coordinate::origin(&cfg);
-        l.vec = [1.0, 0.0];
+        l.vec[0] = 1.0;
         let a = PeerCoord {
             global: Coordinate::origin(&cfg),
             local: Some((NodeId(9), Coordinate::origin(&cfg))),

@@ -48,7 +48,7 @@ use super::trust::{self, RowEntry, Standing, TrustRow};
 use super::{Incarnation, NodeId};
 
 /// The wire version this code speaks.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 
 /// Largest packet accepted or produced. A push-pull of the largest member
 /// table (13 bytes per member) fits; everything else is far smaller.
@@ -1185,7 +1185,7 @@ mod tests {
 
     fn coord() -> impl Strategy<Value = Coordinate> {
         (
-            prop::array::uniform2(-1000.0f64..1000.0),
+            prop::array::uniform5(-1000.0f64..1000.0),
             0.0f64..500.0,
             0.0f64..1.5,
             -50.0f64..50.0,
