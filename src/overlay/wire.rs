@@ -1924,8 +1924,7 @@ mod tests {
         round_trips(&p);
     }
 
-    /// One real packet of each P-Grid and trust kind, written to
-    /// `fuzz/seeds/overlay_wire/` (the SWIM seeds there are older).
+    /// One real packet of each kind, written to `fuzz/seeds/overlay_wire/`.
     fn seeds() -> Vec<(&'static str, Packet)> {
         let key = *b"gridedge seed key for the fuzzer";
         let cid = b"bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku".to_vec();
@@ -1942,7 +1941,100 @@ mod tests {
                 from: NodeId(0x11),
             }],
         };
+        let coord = |x: f64| Coordinate {
+            vec: std::array::from_fn(|i| x * (i as f64 + 1.0)),
+            height_ms: 1.5,
+            error: 0.25,
+            adjustment_ms: -0.5,
+        };
+        let members = vec![
+            MemberEntry {
+                id: NodeId(0x11),
+                incarnation: 3,
+                state: MemberState::Alive,
+            },
+            MemberEntry {
+                id: NodeId(0x44),
+                incarnation: 7,
+                state: MemberState::Suspect,
+            },
+            MemberEntry {
+                id: NodeId(0x55),
+                incarnation: 1,
+                state: MemberState::Dead,
+            },
+        ];
         vec![
+            (
+                "ping",
+                packet(Message::Ping {
+                    seq: 41,
+                    target: NodeId(0x22),
+                }),
+            ),
+            (
+                "ping_piggyback",
+                with_update(
+                    Message::Ping {
+                        seq: 42,
+                        target: NodeId(0x22),
+                    }
+                    .into(),
+                ),
+            ),
+            (
+                "ack_none",
+                packet(Message::Ack {
+                    seq: 41,
+                    coord: None,
+                }),
+            ),
+            (
+                "ack_global",
+                packet(Message::Ack {
+                    seq: 41,
+                    coord: Some(PeerCoord {
+                        global: coord(12.0),
+                        local: None,
+                    }),
+                }),
+            ),
+            (
+                "ack_pharos",
+                packet(Message::Ack {
+                    seq: 41,
+                    coord: Some(PeerCoord {
+                        global: coord(12.0),
+                        local: Some((NodeId(0x33), coord(-2.0))),
+                    }),
+                }),
+            ),
+            (
+                "indirect_ping",
+                packet(Message::IndirectPing {
+                    seq: 43,
+                    target: NodeId(0x22),
+                    want_nack: true,
+                }),
+            ),
+            ("nack", packet(Message::Nack { seq: 43 })),
+            ("gossip", with_update(Message::Gossip.into())),
+            (
+                "push_pull_join",
+                packet(Message::PushPull(PushPull {
+                    join: true,
+                    reply: false,
+                    members,
+                })),
+            ),
+            (
+                "push_pull_reply_empty",
+                packet(Message::PushPull(PushPull {
+                    join: false,
+                    reply: true,
+                    members: vec![],
+                })),
+            ),
             (
                 "pgrid_query_put",
                 packet(pgrid_node::Message::Query {
