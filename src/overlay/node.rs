@@ -33,6 +33,7 @@ use super::pgrid::{PGridPeer, Proximity};
 use super::pgrid_node::{self, PGridNode, ValueRef};
 use super::reputation::Reputation;
 use super::swim::{MembershipEvent, Swim, SwimStats};
+use super::trust::{Feedback, Standing};
 use super::wire::{Body, DecodeError, MAX_PIGGYBACK, Message, Packet};
 use super::{Config, Incarnation, MemberState, NodeId, OverlayRng};
 
@@ -234,7 +235,7 @@ impl Node {
 
     /// Records the outcome of a content transfer with `peer` (a verified
     /// object, or a wrong hash) as reputation feedback.
-    pub fn record(&mut self, now: Instant, peer: NodeId, feedback: super::trust::Feedback) {
+    pub fn record(&mut self, now: Instant, peer: NodeId, feedback: Feedback) {
         self.now = now;
         let ms = self.ms(now);
         self.pgrid.record(ms, peer, feedback);
@@ -375,8 +376,10 @@ impl Node {
 
     /// Moves what reputation produced: messages to self are handled at
     /// once (a node is one of its own managers), the rest wait for a
-    /// packet; verdicts go to P-Grid.
+    /// packet; verdicts go to P-Grid, and a manager caught answering
+    /// falsely is rated so and dropped.
     fn drain_reputation(&mut self) {
+        let ms = self.ms(self.now);
         let Some(rep) = &mut self.reputation else {
             return;
         };
@@ -402,6 +405,10 @@ impl Node {
         }
         while let Some((peer, standing)) = rep.poll_verdict() {
             self.pgrid.set_standing(peer, standing);
+        }
+        while let Some(manager) = rep.poll_false_answer() {
+            self.pgrid.record(ms, manager, Feedback::FalseAnswer);
+            self.pgrid.set_standing(manager, Standing::Bad);
         }
     }
 

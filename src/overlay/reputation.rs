@@ -12,7 +12,7 @@
 //! | start | [`ScoreManager::begin_epoch`]; this node's opinions ([`super::trust::LocalTrust::report`]) as a `Report` to its own score managers and to the managers of every peer it rated |
 //! | rounds `1..=ROUNDS`, `round_ms` each, after one report slot | [`ScoreManager::start_round`]: `Scores` batches to the managers of the rated peers; at the slot's end [`ScoreManager::end_round`] |
 //! | after the rounds | a `StandingQuery` about the members to their managers, answered from [`ScoreManager::standing`] |
-//! | one round later | the median of the managers' answers per peer ([`Standing::median_of`]) becomes the node's verdict on it |
+//! | one round later | the median of the managers' answers per peer ([`Standing::median_of`]) becomes the node's verdict on it; a manager whose answers contradict that median for most of the peers it answered about is caught forging ([`Reputation::poll_false_answer`]) |
 //!
 //! The managers of a peer are the P-Grid peers responsible for
 //! [`score_key`] of it, as this node's routing state names them
@@ -38,6 +38,10 @@ pub const MAX_MANAGERS: usize = 8;
 
 /// Most messages queued to send; past it the oldest go (as loss would).
 const MAX_OUT: usize = 4096;
+
+/// Fewest answers checkable against the other managers' before a manager
+/// can be caught: one contradiction may be a report it missed.
+const MIN_CHECKED_ANSWERS: u32 = 3;
 
 /// The managers of a peer as one node's P-Grid state names them: itself and
 /// its replicas when it is responsible for the peer's score key, else the
@@ -105,6 +109,7 @@ pub struct Reputation {
     answers: BTreeMap<NodeId, BTreeMap<NodeId, Standing>>,
     out: VecDeque<(NodeId, Message)>,
     verdicts: VecDeque<(NodeId, Standing)>,
+    false_answers: VecDeque<NodeId>,
 }
 
 impl Reputation {
@@ -133,6 +138,7 @@ impl Reputation {
             answers: BTreeMap::new(),
             out: VecDeque::new(),
             verdicts: VecDeque::new(),
+            false_answers: VecDeque::new(),
         };
         // The first whole epoch from now.
         let epoch = wall_at_start_ms / epoch_ms + 1;
@@ -238,9 +244,42 @@ impl Reputation {
                     self.due_ms = start + self.round_ms * (u64::from(ROUNDS) + 3);
                 }
                 Step::Verdict => {
+                    // Per manager: answers checkable against the median of
+                    // the others, and those that contradict it.
+                    let mut checked: BTreeMap<NodeId, (u32, u32)> = BTreeMap::new();
                     for (&peer, answers) in &self.answers {
                         let all: Vec<Standing> = answers.values().copied().collect();
-                        self.verdicts.push_back((peer, Standing::median_of(&all)));
+                        let verdict = Standing::median_of(&all);
+                        self.verdicts.push_back((peer, verdict));
+                        // Unknown is a manager that missed the reports,
+                        // not one that contradicts them; and a
+                        // contradiction needs a majority to contradict: of
+                        // two answers, neither is the odd one out.
+                        let known: Vec<Standing> = all
+                            .iter()
+                            .copied()
+                            .filter(|a| *a != Standing::Unknown)
+                            .collect();
+                        if known.len() < 3 {
+                            continue;
+                        }
+                        let majority = Standing::median_of(&known).usable();
+                        for (&m, &a) in answers {
+                            if a != Standing::Unknown {
+                                let c = checked.entry(m).or_default();
+                                c.0 += 1;
+                                c.1 += u32::from(a.usable() != majority);
+                            }
+                        }
+                    }
+                    // Honest managers of a peer hold the same reports and
+                    // answer alike; one that contradicts the others on
+                    // most of its answers forges them (as `sim trust`
+                    // catches forging managers).
+                    for (m, (n, wrong)) in checked {
+                        if m != self.me && n >= MIN_CHECKED_ANSWERS && 2 * wrong > n {
+                            self.false_answers.push_back(m);
+                        }
                     }
                     self.epoch += 1;
                     self.step = Step::Report;
@@ -312,8 +351,56 @@ impl Reputation {
         self.verdicts.pop_front()
     }
 
+    /// The next score manager caught answering falsely: the node rates it
+    /// so ([`super::trust::Feedback::FalseAnswer`]) and stops using it.
+    pub fn poll_false_answer(&mut self) -> Option<NodeId> {
+        self.false_answers.pop_front()
+    }
+
     /// The epoch under way or next.
     pub fn epoch(&self) -> u32 {
         self.epoch
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::overlay::pgrid::PGridPeer;
+
+    /// The managers caught when `answers` (peer, then manager and its
+    /// answer) came back this epoch.
+    fn caught(answers: &[(u64, &[(u64, Standing)])]) -> Vec<NodeId> {
+        let mut r = Reputation::new(NodeId(1), TrustConfig::default(), 0, 60_000, 1_000);
+        r.step = Step::Verdict;
+        r.due_ms = 0;
+        for &(peer, a) in answers {
+            let a = a.iter().map(|&(m, s)| (NodeId(m), s)).collect();
+            r.answers.insert(NodeId(peer), a);
+        }
+        let pgrid = PGridNode::new(PGridPeer::new(NodeId(1)), Default::default(), 500, 0);
+        r.handle_timeout(0, &pgrid, TrustRow::default, &[]);
+        assert_eq!(r.verdicts.len(), answers.len());
+        std::iter::from_fn(|| r.poll_false_answer()).collect()
+    }
+
+    #[test]
+    fn a_manager_that_contradicts_the_others_on_most_answers_is_caught() {
+        let (good, bad, unknown) = (Standing::Good(1.0), Standing::Bad, Standing::Unknown);
+        // Manager 12 calls every good peer bad; 13 missed the reports.
+        let forged = [(10, good), (11, good), (12, bad), (13, unknown)];
+        let answers: Vec<(u64, &[(u64, Standing)])> =
+            (100..104).map(|p| (p, &forged[..])).collect();
+        assert_eq!(caught(&answers), vec![NodeId(12)]);
+        // One contradiction in four is a missed report, not a forgery.
+        let honest = [(10, good), (11, good), (12, good)];
+        let mut answers: Vec<(u64, &[(u64, Standing)])> =
+            (100..103).map(|p| (p, &honest[..])).collect();
+        answers.push((103, &forged[..]));
+        assert!(caught(&answers).is_empty());
+        // Two answers apiece: no majority to be contradicted.
+        let split = [(10, good), (12, bad)];
+        let answers: Vec<(u64, &[(u64, Standing)])> = (100..104).map(|p| (p, &split[..])).collect();
+        assert!(caught(&answers).is_empty());
     }
 }
