@@ -11,6 +11,8 @@
 //! | --- | --- |
 //! | start | [`ScoreManager::begin_epoch`]; this node's opinions ([`super::trust::LocalTrust::report`]) as a `Report` to its own score managers and to the managers of every peer it rated |
 //! | rounds `1..=ROUNDS`, `round_ms` each, after one report slot | [`ScoreManager::start_round`]: `Scores` batches to the managers of the rated peers; at the slot's end [`ScoreManager::end_round`] |
+//! | with round 1 | the credibility check: [`ScoreManager::agreements`] to the managers of each rater |
+//! | with round 3 | [`ScoreManager::liars`] to the managers of the peers each liar rated |
 //! | after the rounds | a `StandingQuery` about the members to their managers, answered from [`ScoreManager::standing`] |
 //! | one round later | the median of the managers' answers per peer ([`Standing::median_of`]) becomes the node's verdict on it; a manager whose answers contradict that median for most of the peers it answered about is caught forging ([`Reputation::poll_false_answer`]) |
 //!
@@ -207,6 +209,25 @@ impl Reputation {
                     self.due_ms = start + self.round_ms;
                 }
                 Step::Round(r) => {
+                    // The credibility check rides the first rounds: the
+                    // reports are in by round 1, the agreements by 3.
+                    if r == 1 {
+                        for (to, entries) in self.manager.agreements(&dir) {
+                            for chunk in entries.chunks(super::wire::MAX_SCORES) {
+                                let epoch = self.epoch;
+                                let entries = chunk.to_vec();
+                                self.send(to, Message::Agreements { epoch, entries });
+                            }
+                        }
+                    } else if r == 3 {
+                        for (to, raters) in self.manager.liars(&dir) {
+                            for chunk in raters.chunks(super::wire::MAX_SCORES) {
+                                let epoch = self.epoch;
+                                let raters = chunk.to_vec();
+                                self.send(to, Message::Liars { epoch, raters });
+                            }
+                        }
+                    }
                     for batch in self.manager.start_round(r, &dir) {
                         for chunk in batch.scores.chunks(super::wire::MAX_SCORES) {
                             self.send(
@@ -311,7 +332,7 @@ impl Reputation {
                 let standings: Vec<(NodeId, Standing)> = asked
                     .into_iter()
                     .take(MAX_STANDING_PEERS)
-                    .filter_map(|p| Some((p, self.manager.standing(p, peers)?)))
+                    .filter_map(|p| Some((p, self.manager.standing(p, peers, &dir)?)))
                     .collect();
                 if !standings.is_empty() {
                     self.send(from, Message::StandingAnswer { standings });
@@ -327,6 +348,12 @@ impl Reputation {
                         self.answers.entry(peer).or_default().insert(from, standing);
                     }
                 }
+            }
+            Message::Agreements { epoch, entries } => {
+                self.manager.handle_agreements(from, epoch, &entries, &dir)
+            }
+            Message::Liars { epoch, raters } => {
+                self.manager.handle_liars(from, epoch, &raters, &dir)
             }
             // The look-ahead rows and power-node offers are the
             // simulator's for now.

@@ -21,24 +21,33 @@
 //!    `v_j = (1-α) Σ_i median(v_i) · r_ij + α · [j is a power node] / m`,
 //!    PowerTrust's walk with the jump to the power nodes ([`iterate`] is
 //!    the same computation over a whole matrix, which the tests compare);
-//! 3. after the rounds, [`ScoreManager::standing`] weighs each rater's good
-//!    and bad shares of `j` by the rater's score ([`rater_weight`]).
+//! 3. meanwhile, the credibility check (after PeerTrust, as `sim trust`
+//!    runs it): every manager of `j` tells the managers of each rater of
+//!    `j` whether its opinion agreed with the clear majority of the other
+//!    raters' ([`ScoreManager::agreements`]); the managers of a rater
+//!    whose checked opinions mostly disagree find it a liar and tell the
+//!    managers of the peers it rated ([`ScoreManager::liars`]);
+//! 4. after the rounds, [`ScoreManager::standing`] weighs each rater's good
+//!    and bad shares of `j` by the rater's score ([`rater_weight`]),
+//!    leaving out raters that most of their managers found lying; a liar
+//!    is itself in bad standing.
 //!
 //! Rounds are slotted in time by the driver (every manager starts and
 //! ends round `t` of epoch `e` at the same instants, from loosely synced
 //! clocks); a copy that arrives late or for another round is dropped,
 //! and a rater none of whose copies arrived counts with its last score.
 //!
-//! Not here yet (the simulator models them, `sim trust`): the credibility
-//! check of raters and the detection of managers that disagree with the
-//! other managers of the same peer.
+//! A manager that forges standings is caught by the readers, who compare
+//! the answers of all managers of a peer ([`super::reputation`]).
 //!
 //! [`iterate`]: super::trust::iterate
 
 use std::collections::{BTreeMap, HashMap};
 
 use super::NodeId;
-use super::trust::{Standing, TrustConfig, TrustRow, median, rater_weight};
+use super::trust::{
+    Credibility, Standing, TrustConfig, TrustRow, clear_majority, median, rater_weight,
+};
 
 /// Who manages whose score: the replicas of the P-Grid leaf responsible
 /// for [`super::trust::score_key`]`(peer)`.
@@ -66,6 +75,10 @@ pub struct ScoresOut {
     pub scores: Vec<(NodeId, f64)>,
 }
 
+/// `(rater, rated peer, agreed)`: one check of a rater's opinion, for
+/// the rater's managers.
+pub type Agreement = (NodeId, NodeId, bool);
+
 /// One rater's opinion of a managed peer.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 struct Opinion {
@@ -84,6 +97,13 @@ struct Managed {
     raters: BTreeMap<NodeId, Opinion>,
     /// Its current score.
     score: f64,
+    /// The peers it rated, good or bad (as a rater).
+    rated: Vec<NodeId>,
+    /// What the managers of each peer it rated said of its opinion of
+    /// that peer (as a rater): peer to (manager, agreed).
+    checks: BTreeMap<NodeId, Vec<(NodeId, bool)>>,
+    /// Found lying this epoch (as a rater).
+    liar: bool,
 }
 
 /// One peer's part of the distributed aggregation.
@@ -103,6 +123,8 @@ pub struct ScoreManager {
     /// Copies refused (wrong round or not from one of the rater's
     /// managers).
     refused: u64,
+    /// Raters found lying this epoch, and which of their managers said so.
+    liar_notices: BTreeMap<NodeId, Vec<NodeId>>,
 }
 
 impl ScoreManager {
@@ -119,6 +141,7 @@ impl ScoreManager {
             managed: BTreeMap::new(),
             copies: HashMap::new(),
             refused: 0,
+            liar_notices: BTreeMap::new(),
         }
     }
 
@@ -129,9 +152,13 @@ impl ScoreManager {
         self.round = 0;
         self.power = power;
         self.copies.clear();
+        self.liar_notices.clear();
         for m in self.managed.values_mut() {
             m.row.clear();
             m.raters.clear();
+            m.rated.clear();
+            m.checks.clear();
+            m.liar = false;
         }
     }
 
@@ -160,6 +187,7 @@ impl ScoreManager {
             && let Some(m) = self.entry(from, start)
         {
             m.row = walk.clone();
+            m.rated = row.entries.iter().map(|e| e.peer).collect();
         }
         let mut opinions: BTreeMap<NodeId, Opinion> = BTreeMap::new();
         for &(j, r) in &walk {
@@ -180,6 +208,139 @@ impl ScoreManager {
                 m.raters.insert(from, opinion);
             }
         }
+    }
+
+    /// The credibility check's first half, once the reports are in: for
+    /// every rater of every managed peer, whether its opinion agreed with
+    /// the clear majority of the others' (no entry where they have none),
+    /// batched per manager of the rater. Every rater counts one vote, not
+    /// weighted by score: liars that serve well gather trust they never
+    /// pass on, and would outweigh the honest raters they lie about.
+    pub fn agreements(&self, dir: &dyn Directory) -> Vec<(NodeId, Vec<Agreement>)> {
+        let mut batches: BTreeMap<NodeId, Vec<Agreement>> = BTreeMap::new();
+        for (&j, m) in &self.managed {
+            let says: Vec<(NodeId, bool)> = m
+                .raters
+                .iter()
+                .filter(|(_, o)| o.good + o.bad > 0.0)
+                .map(|(&i, o)| (i, o.good > o.bad))
+                .collect();
+            let good = says.iter().filter(|s| s.1).count() as f64;
+            let bad = says.len() as f64 - good;
+            for &(i, good_of_j) in &says {
+                let others = if good_of_j {
+                    clear_majority(good - 1.0, bad)
+                } else {
+                    clear_majority(good, bad - 1.0)
+                };
+                let Some(majority) = others else { continue };
+                for to in dir.managers(i) {
+                    batches
+                        .entry(to)
+                        .or_default()
+                        .push((i, j, good_of_j == majority));
+                }
+            }
+        }
+        batches.into_iter().collect()
+    }
+
+    /// Agreements from manager `from`: kept for each rater managed here,
+    /// about a peer it did rate, if `from` manages that peer.
+    pub fn handle_agreements(
+        &mut self,
+        from: NodeId,
+        epoch: u32,
+        entries: &[Agreement],
+        dir: &dyn Directory,
+    ) {
+        if epoch != self.epoch {
+            self.refused += entries.len() as u64;
+            return;
+        }
+        for &(i, j, agreed) in entries {
+            let Some(m) = self.managed.get_mut(&i) else {
+                continue;
+            };
+            if !m.rated.contains(&j) || !dir.managers(j).contains(&from) {
+                self.refused += 1;
+                continue;
+            }
+            let copies = m.checks.entry(j).or_default();
+            match copies.iter_mut().find(|(c, _)| *c == from) {
+                Some(c) => c.1 = agreed,
+                None => copies.push((from, agreed)),
+            }
+        }
+    }
+
+    /// The credibility check's second half: every managed rater whose
+    /// checked opinions mostly disagree with the others' is a liar
+    /// ([`Credibility::is_liar`]); returns the notices for the managers of
+    /// the peers it rated, batched per destination.
+    pub fn liars(&mut self, dir: &dyn Directory) -> Vec<(NodeId, Vec<NodeId>)> {
+        let min = self.config.min_credibility;
+        let mut batches: BTreeMap<NodeId, Vec<NodeId>> = BTreeMap::new();
+        for (&i, m) in self.managed.iter_mut() {
+            let mut c = Credibility {
+                opinions: m.rated.len(),
+                ..Credibility::default()
+            };
+            for copies in m.checks.values() {
+                // One check per peer: the median of its managers' copies.
+                let yes = copies.iter().filter(|c| c.1).count();
+                let no = copies.len() - yes;
+                if yes != no {
+                    c.checked += 1;
+                    c.agreeing += usize::from(yes > no);
+                }
+            }
+            m.liar = c.is_liar(min);
+            if m.liar {
+                for &j in &m.rated {
+                    for to in dir.managers(j) {
+                        let batch = batches.entry(to).or_default();
+                        if batch.last() != Some(&i) {
+                            batch.push(i);
+                        }
+                    }
+                }
+            }
+        }
+        batches.into_iter().collect()
+    }
+
+    /// Liar notices from manager `from`, kept for the raters it manages.
+    pub fn handle_liars(
+        &mut self,
+        from: NodeId,
+        epoch: u32,
+        raters: &[NodeId],
+        dir: &dyn Directory,
+    ) {
+        if epoch != self.epoch {
+            self.refused += raters.len() as u64;
+            return;
+        }
+        for &i in raters {
+            if !dir.managers(i).contains(&from) {
+                self.refused += 1;
+                continue;
+            }
+            let notices = self.liar_notices.entry(i).or_default();
+            if !notices.contains(&from) {
+                notices.push(from);
+            }
+        }
+    }
+
+    /// Whether most of `rater`'s managers found it lying.
+    fn is_liar(&self, rater: NodeId, dir: &dyn Directory) -> bool {
+        if self.managed.get(&rater).is_some_and(|m| m.liar) {
+            return true;
+        }
+        let said = self.liar_notices.get(&rater).map_or(0, Vec::len);
+        said > 0 && 2 * said > dir.managers(rater).len()
     }
 
     fn entry(&mut self, peer: NodeId, start: f64) -> Option<&mut Managed> {
@@ -301,13 +462,20 @@ impl ScoreManager {
 
     /// The standing of a managed peer after the rounds: its raters' good
     /// and bad shares weighed by their scores (as the last round's copies
-    /// gave them) over `peers` peers in all. `None` if not managed here.
-    pub fn standing(&self, peer: NodeId, peers: usize) -> Option<Standing> {
+    /// gave them) over `peers` peers in all, liars left out; a liar is in
+    /// bad standing itself. `None` if not managed here.
+    pub fn standing(&self, peer: NodeId, peers: usize, dir: &dyn Directory) -> Option<Standing> {
         let managed = self.managed.get(&peer)?;
+        if managed.liar {
+            return Some(Standing::Bad);
+        }
         let seen = self.seen_scores();
         let n = peers.max(1) as f64;
         let (mut good, mut bad) = (0.0, 0.0);
         for (i, o) in &managed.raters {
+            if self.is_liar(*i, dir) {
+                continue;
+            }
             let w = rater_weight(n * seen.get(i).copied().unwrap_or(0.0));
             good += w * o.good;
             bad += w * o.bad;
@@ -528,12 +696,92 @@ mod tests {
             }
             m.end_round();
         }
-        assert_eq!(m.standing(NodeId(9), 20), Some(Standing::Bad));
+        assert_eq!(m.standing(NodeId(9), 20, &dir), Some(Standing::Bad));
         assert!(matches!(
-            m.standing(NodeId(10), 20),
+            m.standing(NodeId(10), 20, &dir),
             Some(Standing::Good(_))
         ));
-        assert_eq!(m.standing(NodeId(11), 20), None);
+        assert_eq!(m.standing(NodeId(11), 20, &dir), None);
+    }
+
+    #[test]
+    fn a_rater_that_contradicts_the_others_is_found_lying_by_its_managers() {
+        let n = 60u64;
+        let dir = Hashed { n, r: 5 };
+        let power: Vec<NodeId> = (1..=8).map(NodeId).collect();
+        let mut managers: Vec<ScoreManager> = (1..=n)
+            .map(|i| ScoreManager::new(NodeId(i), TrustConfig::default(), 60, power.clone()))
+            .collect();
+        for m in &mut managers {
+            m.begin_epoch(1, power.clone());
+        }
+        // Peers 51 to 60 serve corrupt data. Every rater rates 12 random
+        // peers truthfully, but rater 1 calls the good bad and the bad good.
+        let bad = |j: u64| j > 50;
+        let liar = NodeId(1);
+        let mut rng = OverlayRng::seed_from_u64(5);
+        for i in 1..=n {
+            let mut rated: Vec<u64> = Vec::new();
+            while rated.len() < 12 {
+                let j = rng.gen_range(1..=n);
+                if j != i && !rated.contains(&j) {
+                    rated.push(j);
+                }
+            }
+            let row = row_of(
+                rated
+                    .iter()
+                    .map(|&j| {
+                        let says_good = bad(j) == (i == 1);
+                        (NodeId(j), f64::from(says_good), f64::from(!says_good))
+                    })
+                    .collect(),
+            );
+            let mut to = dir.managers(NodeId(i));
+            for &j in &rated {
+                to.extend(dir.managers(NodeId(j)));
+            }
+            to.sort();
+            to.dedup();
+            for t in to {
+                managers[t.0 as usize - 1].handle_report(NodeId(i), 1, &row, &dir);
+            }
+        }
+        let mail: Vec<_> = managers
+            .iter()
+            .flat_map(|m| {
+                let from = m.me;
+                m.agreements(&dir).into_iter().map(move |b| (from, b))
+            })
+            .collect();
+        for (from, (to, entries)) in mail {
+            managers[to.0 as usize - 1].handle_agreements(from, 1, &entries, &dir);
+        }
+        let mut mail = Vec::new();
+        for m in &mut managers {
+            let from = m.me;
+            mail.extend(m.liars(&dir).into_iter().map(|b| (from, b)));
+        }
+        for (from, (to, raters)) in mail {
+            managers[to.0 as usize - 1].handle_liars(from, 1, &raters, &dir);
+        }
+        let at = |m: NodeId| &managers[m.0 as usize - 1];
+        // The liar's managers find it out, and so do the managers of the
+        // peers it lied about; no honest rater is taken for a liar.
+        for m in dir.managers(liar) {
+            assert_eq!(at(m).standing(liar, 60, &dir), Some(Standing::Bad));
+        }
+        let lied_about = at(dir.managers(liar)[0]).managed[&liar].rated.clone();
+        for j in lied_about {
+            for m in dir.managers(j) {
+                assert!(at(m).is_liar(liar, &dir), "manager {m:?} of {j:?}");
+            }
+        }
+        for i in (2..=n).map(NodeId) {
+            for m in dir.managers(i) {
+                assert!(!at(m).is_liar(i, &dir), "{i:?} at {m:?}");
+            }
+        }
     }
 
     #[test]

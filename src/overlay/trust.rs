@@ -655,6 +655,25 @@ pub enum Message {
         /// The standing of each peer asked about that the manager manages.
         standings: Vec<(NodeId, Standing)>,
     },
+    /// The credibility check, first half: a manager of peer `j` tells the
+    /// managers of each rater of `j` whether the rater's opinion of `j`
+    /// agreed with the clear majority of the other raters' opinions of it
+    /// ([`TrustRow::credibility`]), batched per destination manager.
+    Agreements {
+        /// The epoch of the reports.
+        epoch: u32,
+        /// `(rater, rated peer, agreed)`.
+        entries: Vec<(NodeId, NodeId, bool)>,
+    },
+    /// The credibility check, second half: the managers of a rater that
+    /// mostly disagreed with the others tell the managers of the peers it
+    /// rated, who then leave its opinions out of the standings.
+    Liars {
+        /// The epoch of the reports.
+        epoch: u32,
+        /// The raters found lying.
+        raters: Vec<NodeId>,
+    },
     /// At the end of an epoch, each manager offers its best-scored
     /// managed peers as the next power nodes ([`power_nodes`]); the offers
     /// are merged into the ranking.

@@ -21,7 +21,7 @@
 //! | --- | --- | --- |
 //! | 1-6 | SWIM ([`super::swim`]) | ping, indirect ping, ack, nack, push-pull, gossip |
 //! | 16-21 | P-Grid ([`super::pgrid_node`]) | query, reply, replicate, exchange, exchange reply, announced (a holder copied to a replica) |
-//! | 32-38 | trust ([`super::trust`]) | report, row request, row reply, scores, standing query, standing answer, power offer |
+//! | 32-40 | trust ([`super::trust`]) | report, row request, row reply, scores, standing query, standing answer, power offer, agreements, liars |
 //!
 //! The body is a [`Body`] that wraps one component's own message enum,
 //! not one flat enum of every kind. [`Swim`](super::swim::Swim) emits SWIM
@@ -406,6 +406,8 @@ impl Body {
                 trust::Message::StandingQuery { .. } => 36,
                 trust::Message::StandingAnswer { .. } => 37,
                 trust::Message::PowerOffer { .. } => 38,
+                trust::Message::Agreements { .. } => 39,
+                trust::Message::Liars { .. } => 40,
             },
         }
     }
@@ -488,7 +490,7 @@ impl Packet {
         let message = match kind {
             1..=6 => Body::Swim(r.swim(kind)?),
             16..=21 => Body::PGrid(r.pgrid(kind)?),
-            32..=38 => Body::Trust(r.trust(kind)?),
+            32..=40 => Body::Trust(r.trust(kind)?),
             kind => return Err(DecodeError::UnknownKind { kind }),
         };
         let count = r.u16()? as usize;
@@ -745,6 +747,19 @@ fn put_trust(out: &mut Vec<u8>, m: &trust::Message) -> Result<(), EncodeError> {
         trust::Message::PowerOffer { epoch, candidates } => {
             out.extend_from_slice(&epoch.to_be_bytes());
             put_scores(out, candidates, MAX_POWER_OFFER)?;
+        }
+        trust::Message::Agreements { epoch, entries } => {
+            out.extend_from_slice(&epoch.to_be_bytes());
+            put_count(out, entries.len(), MAX_SCORES)?;
+            for &(rater, peer, agreed) in entries {
+                out.extend_from_slice(&rater.0.to_be_bytes());
+                out.extend_from_slice(&peer.0.to_be_bytes());
+                out.push(u8::from(agreed));
+            }
+        }
+        trust::Message::Liars { epoch, raters } => {
+            out.extend_from_slice(&epoch.to_be_bytes());
+            put_ids(out, raters, MAX_SCORES)?;
         }
     }
     Ok(())
@@ -1142,6 +1157,18 @@ impl Reader<'_> {
                 epoch: self.u32()?,
                 candidates: self.scores(MAX_POWER_OFFER)?,
             },
+            39 => {
+                let epoch = self.u32()?;
+                let len = self.count(MAX_SCORES, 17)?;
+                let entries = (0..len)
+                    .map(|_| Ok((self.id()?, self.id()?, self.flag()?)))
+                    .collect::<Result<_, DecodeError>>()?;
+                trust::Message::Agreements { epoch, entries }
+            }
+            40 => trust::Message::Liars {
+                epoch: self.u32()?,
+                raters: self.ids(MAX_SCORES)?,
+            },
             kind => return Err(DecodeError::UnknownKind { kind }),
         })
     }
@@ -1439,6 +1466,13 @@ mod tests {
             (any::<u32>(), scored(MAX_POWER_OFFER)).prop_map(|(epoch, candidates)| {
                 trust::Message::PowerOffer { epoch, candidates }
             }),
+            (
+                any::<u32>(),
+                prop::collection::vec((node_id(), node_id(), any::<bool>()), 0..40)
+            )
+                .prop_map(|(epoch, entries)| trust::Message::Agreements { epoch, entries }),
+            (any::<u32>(), prop::collection::vec(node_id(), 0..40))
+                .prop_map(|(epoch, raters)| trust::Message::Liars { epoch, raters }),
         ]
     }
 
@@ -1889,7 +1923,7 @@ mod tests {
             Packet::decode(&raw(17, &reply)),
             Err(DecodeError::InvalidFlag { value: 4 })
         );
-        for kind in [0, 7, 15, 22, 31, 39, 255] {
+        for kind in [0, 7, 15, 22, 31, 41, 255] {
             assert_eq!(
                 Packet::decode(&raw(kind, &[])),
                 Err(DecodeError::UnknownKind { kind })
@@ -2129,6 +2163,23 @@ mod tests {
                         (NodeId(0x22), Standing::Bad),
                         (NodeId(0x33), Standing::Unknown),
                     ],
+                }),
+            ),
+            (
+                "trust_agreements",
+                packet(trust::Message::Agreements {
+                    epoch: 12,
+                    entries: vec![
+                        (NodeId(0x11), NodeId(0x22), true),
+                        (NodeId(0x33), NodeId(0x22), false),
+                    ],
+                }),
+            ),
+            (
+                "trust_liars",
+                packet(trust::Message::Liars {
+                    epoch: 12,
+                    raters: vec![NodeId(0x33)],
                 }),
             ),
             (
