@@ -323,7 +323,11 @@ impl ScoreManager {
             return;
         }
         for &i in raters {
-            if !dir.managers(i).contains(&from) {
+            // Bounded like the managed peers: a manager of many raters
+            // cannot make this one keep notices without end.
+            let full =
+                self.liar_notices.len() >= MAX_MANAGED && !self.liar_notices.contains_key(&i);
+            if full || !dir.managers(i).contains(&from) {
                 self.refused += 1;
                 continue;
             }
