@@ -258,25 +258,15 @@ impl Vivaldi {
         let dims = config.dimensions.clamp(1, DIM);
         // Only the configured dimensions move; a peer that uses more of
         // them is seen by their projection.
-        let d: [f64; DIM] = std::array::from_fn(|i| {
-            if i < dims {
-                self.coord.vec[i] - other.vec[i]
-            } else {
-                0.0
-            }
-        });
+        let mut d = diff(&self.coord.vec, &other.vec);
+        d[dims..].fill(0.0);
         let mag = magnitude(&d);
         let unit: [f64; DIM] = if mag > 1.0e-6 {
             std::array::from_fn(|i| d[i] / mag)
         } else {
             // Two nodes on the same spot push apart in a random direction.
-            let r: [f64; DIM] = std::array::from_fn(|i| {
-                if i < dims {
-                    rng.gen_range(-0.5..0.5)
-                } else {
-                    0.0
-                }
-            });
+            let mut r = [0.0; DIM];
+            r[..dims].fill_with(|| rng.gen_range(-0.5..0.5));
             let m = magnitude(&r).max(1.0e-9);
             std::array::from_fn(|i| r[i] / m)
         };

@@ -265,47 +265,50 @@ impl Reputation {
                     self.due_ms = start + self.round_ms * (u64::from(ROUNDS) + 3);
                 }
                 Step::Verdict => {
-                    // Per manager: answers checkable against the median of
-                    // the others, and those that contradict it.
-                    let mut checked: BTreeMap<NodeId, (u32, u32)> = BTreeMap::new();
-                    for (&peer, answers) in &self.answers {
-                        let all: Vec<Standing> = answers.values().copied().collect();
-                        let verdict = Standing::median_of(&all);
-                        self.verdicts.push_back((peer, verdict));
-                        // Unknown is a manager that missed the reports,
-                        // not one that contradicts them; and a
-                        // contradiction needs a majority to contradict: of
-                        // two answers, neither is the odd one out.
-                        let known: Vec<Standing> = all
-                            .iter()
-                            .copied()
-                            .filter(|a| *a != Standing::Unknown)
-                            .collect();
-                        if known.len() < 3 {
-                            continue;
-                        }
-                        let majority = Standing::median_of(&known).usable();
-                        for (&m, &a) in answers {
-                            if a != Standing::Unknown {
-                                let c = checked.entry(m).or_default();
-                                c.0 += 1;
-                                c.1 += u32::from(a.usable() != majority);
-                            }
-                        }
-                    }
-                    // Honest managers of a peer hold the same reports and
-                    // answer alike; one that contradicts the others on
-                    // most of its answers forges them (as `sim trust`
-                    // catches forging managers).
-                    for (m, (n, wrong)) in checked {
-                        if m != self.me && n >= MIN_CHECKED_ANSWERS && 2 * wrong > n {
-                            self.false_answers.push_back(m);
-                        }
-                    }
+                    self.take_verdicts();
                     self.epoch += 1;
                     self.step = Step::Report;
                     self.due_ms = self.epoch_start_ms(self.epoch);
                 }
+            }
+        }
+    }
+
+    /// The median of the managers' answers becomes the verdict on each
+    /// peer; a manager whose answers contradict the others' on most of the
+    /// peers it answered for is caught forging them.
+    fn take_verdicts(&mut self) {
+        // Per manager: answers checkable against a majority of the others,
+        // and those that contradict it.
+        let mut checked: BTreeMap<NodeId, (u32, u32)> = BTreeMap::new();
+        for (&peer, answers) in &self.answers {
+            let all: Vec<Standing> = answers.values().copied().collect();
+            self.verdicts.push_back((peer, Standing::median_of(&all)));
+            // Unknown is a manager that missed the reports, not one that
+            // contradicts them; and a contradiction needs a majority to
+            // contradict: of two answers, neither is the odd one out.
+            let known: Vec<Standing> = all
+                .into_iter()
+                .filter(|a| *a != Standing::Unknown)
+                .collect();
+            if known.len() < 3 {
+                continue;
+            }
+            let majority = Standing::median_of(&known).usable();
+            for (&m, &a) in answers {
+                if a != Standing::Unknown {
+                    let c = checked.entry(m).or_default();
+                    c.0 += 1;
+                    c.1 += u32::from(a.usable() != majority);
+                }
+            }
+        }
+        // Honest managers of a peer hold the same reports and answer
+        // alike; one that contradicts the others on most of its answers
+        // forges them (as `sim trust` catches forging managers).
+        for (m, (n, wrong)) in checked {
+            if m != self.me && n >= MIN_CHECKED_ANSWERS && 2 * wrong > n {
+                self.false_answers.push_back(m);
             }
         }
     }

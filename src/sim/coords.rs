@@ -208,15 +208,15 @@ pub fn run_coords(
     config.landmarks = anchors.iter().map(|&a| ids[a]).collect();
 
     let seeds: Vec<u64> = (0..n).map(|_| rng.r#gen()).collect();
-    let mut plain = config.clone();
-    plain.vivaldi.dimensions = 2;
+    let mut plain_config = config.clone();
+    plain_config.vivaldi.dimensions = 2;
     let run = Run {
         opts,
         ids: &ids,
         seeds: &seeds,
         latency: &latency,
     };
-    let (plain, _) = run.fit(&plain, 0, progress)?;
+    let (plain, _) = run.fit(&plain_config, 0, progress)?;
     let (coords, samples) = run.fit(&config, 1, progress)?;
     let clustered_nodes = coords
         .iter()
