@@ -386,6 +386,47 @@ impl PGridPeer {
         self.replicas.retain(|&p| keep(p));
     }
 
+    /// Drops `other` from the tables where its path, as it is now, does
+    /// not belong: a replica has the same path; a reference at level `l`
+    /// is on the other side of bit `l` (its path and that side's prefix
+    /// are one a prefix of the other, so it is responsible for some of
+    /// that side's keys). Peers move (extend, or even out replicas), and
+    /// this is how the others learn of it when they meet.
+    ///
+    /// Where `other` goes, the peers it knows on that side of ours take its
+    /// place, so a level does not run out of references.
+    fn tidy(
+        &mut self,
+        other: &PGridPeer,
+        config: &PGridConfig,
+        proximity: &dyn Proximity,
+        rng: &mut OverlayRng,
+    ) {
+        let id = other.id;
+        if other.path != self.path {
+            self.replicas.retain(|&p| p != id);
+        }
+        for level in 0..self.path.len() {
+            let side = self.path.prefix(level).child(1 - self.path.bit(level));
+            let refs = &mut self.refs[level as usize];
+            if side.is_prefix_of(&other.path)
+                || other.path.is_prefix_of(&side)
+                || !refs.contains(&id)
+            {
+                continue;
+            }
+            refs.retain(|&p| p != id);
+            // `other`'s references at a level whose side lies within ours.
+            let stand_ins: Vec<NodeId> = (0..other.path.len())
+                .filter(|&l| side.is_prefix_of(&other.path.prefix(l).child(1 - other.path.bit(l))))
+                .flat_map(|l| other.refs(l).to_vec())
+                .collect();
+            for p in stand_ins {
+                self.add_ref(level, p, config, proximity, rng);
+            }
+        }
+    }
+
     fn set_path(&mut self, path: Path) {
         self.path = path;
         self.refs.truncate(path.len() as usize);
@@ -464,6 +505,10 @@ pub fn exchange(
     rng: &mut OverlayRng,
 ) -> ExchangeOutcome {
     let mut out = ExchangeOutcome::default();
+    // What each knew of the other may be stale; the counts below need it
+    // fresh.
+    a.tidy(b, config, proximity, rng);
+    b.tidy(a, config, proximity, rng);
     // Bounded: each pass extends a path by one bit.
     for _ in 0..=2 * MAX_PATH_BITS {
         let l = a.path.common(&b.path);
@@ -535,8 +580,26 @@ pub fn exchange(
             out.path_changed = true;
             break;
         }
-        // Diverging paths: each is the other's reference at level l, and
-        // each meets one of the other's references on its own side.
+        // Diverging paths. A leaf that churn or a lopsided extension left
+        // with too few replicas first takes the other peer, if that one
+        // is on the sibling leaf and its leaf has some to spare. Only
+        // there: a peer that moves anywhere else leaves references to it
+        // on the wrong side all over the trie, and lookups wander.
+        let (ka, kb) = (a.replicas.len() + 1, b.replicas.len() + 1);
+        let min = config.min_replicas;
+        let siblings = la == l + 1 && lb == l + 1;
+        if siblings && ka < min && kb > min {
+            move_to_sibling(b, a, config, proximity, rng);
+            out.path_changed = true;
+            break;
+        }
+        if siblings && kb < min && ka > min {
+            move_to_sibling(a, b, config, proximity, rng);
+            out.path_changed = true;
+            break;
+        }
+        // Each is the other's reference at level l, and each meets one of
+        // the other's references on its own side.
         merge_refs(a, b, l, config, proximity, rng);
         a.add_ref(l, b.id, config, proximity, rng);
         b.add_ref(l, a.id, config, proximity, rng);
@@ -554,7 +617,46 @@ pub fn exchange(
         }
         break;
     }
+    a.tidy(b, config, proximity, rng);
+    b.tidy(a, config, proximity, rng);
     out
+}
+
+/// `donor` leaves its leaf for the sibling leaf of `receiver`, which has
+/// too few replicas. Its old replicas become its references at the last
+/// level, and the receiver's side (its references there, the receiver and
+/// its replicas) its replicas. References to the donor from above the
+/// last level stay right, as both leaves look alike there. Those at the
+/// last level cost a hop until their owner meets it ([`PGridPeer::tidy`]).
+/// The driver refills the donor's store from its new replicas.
+fn move_to_sibling(
+    donor: &mut PGridPeer,
+    receiver: &mut PGridPeer,
+    config: &PGridConfig,
+    proximity: &dyn Proximity,
+    rng: &mut OverlayRng,
+) {
+    let level = receiver.path.len() - 1;
+    let old_side = std::mem::take(&mut donor.replicas);
+    let new_side: Vec<NodeId> = std::mem::take(&mut donor.refs[level as usize])
+        .into_iter()
+        .chain(receiver.replicas.iter().copied())
+        .chain([receiver.id])
+        .collect();
+    donor.path = receiver.path;
+    for p in new_side {
+        donor.add_replica(p, config.max_replicas);
+    }
+    for &p in &old_side {
+        donor.add_ref(level, p, config, proximity, rng);
+    }
+    merge_refs(donor, receiver, receiver.path.len(), config, proximity, rng);
+    receiver.add_replica(donor.id, config.max_replicas);
+    // The donor was perhaps the receiver's only reference to that side.
+    receiver.refs[level as usize].retain(|&p| p != donor.id);
+    for p in old_side {
+        receiver.add_ref(level, p, config, proximity, rng);
+    }
 }
 
 /// Peers known on the path two meeting peers share, themselves included.
@@ -682,6 +784,50 @@ mod tests {
         assert_eq!(c.path().len(), 1, "c extends once: {}", c.path());
         let same = if c.path() == a.path() { &a } else { &b };
         assert_eq!(c.path(), same.path());
+    }
+
+    #[test]
+    fn a_leaf_short_of_replicas_takes_one_from_its_sibling() {
+        let config = PGridConfig {
+            min_replicas: 4,
+            ..PGridConfig::default()
+        };
+        let mut rng = OverlayRng::seed_from_u64(3);
+        let data = SortedKeys::new(Vec::new());
+        let (zero, one) = (Path::parse("0").unwrap(), Path::parse("1").unwrap());
+        let leaf = |id: u64, path: Path, replicas: &[u64], refs: &[u64]| {
+            let mut p = PGridPeer::new(NodeId(id));
+            p.set_path(path);
+            p.replicas = replicas.iter().map(|&r| NodeId(r)).collect();
+            p.refs[0] = refs.iter().map(|&r| NodeId(r)).collect();
+            p
+        };
+        // "0" has one peer left; "1" has five.
+        let mut a = leaf(1, zero, &[], &[2, 3]);
+        let mut b = leaf(2, one, &[3, 4, 5, 6], &[1]);
+        let out = exchange(&mut a, &mut b, 0, &config, &data, &Flat, &mut rng);
+        assert!(out.path_changed);
+        assert_eq!(b.path(), zero, "the peer to spare moved");
+        assert_eq!(b.replicas(), [NodeId(1)]);
+        assert_eq!(b.refs(0), [NodeId(3), NodeId(4), NodeId(5), NodeId(6)]);
+        assert_eq!(a.replicas(), [NodeId(2)]);
+        assert_eq!(
+            a.refs(0),
+            [NodeId(3), NodeId(4), NodeId(5), NodeId(6)],
+            "the mover is no reference now; the peers it knew there are"
+        );
+
+        // An old replica of the mover learns of the move when they meet,
+        // and with four left on "1" it does not move as well.
+        let mut c = leaf(3, one, &[2, 4, 5, 6], &[1]);
+        exchange(&mut c, &mut b, 0, &config, &data, &Flat, &mut rng);
+        assert_eq!(c.path(), one);
+        assert_eq!(c.replicas(), [NodeId(4), NodeId(5), NodeId(6)]);
+        assert!(c.refs(0).contains(&NodeId(2)));
+        // Five on "1" and one on "0" would move one; four and two do not.
+        let mut d = leaf(4, one, &[3, 5, 6], &[]);
+        exchange(&mut d, &mut b, 0, &config, &data, &Flat, &mut rng);
+        assert_eq!((d.path(), b.path()), (one, zero));
     }
 
     #[test]

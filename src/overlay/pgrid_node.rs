@@ -565,9 +565,12 @@ impl PGridNode {
                 if self.peer.path() != basis {
                     return; // another exchange moved us meanwhile
                 }
-                // An exchange only ever extends a path; a reply that would
-                // move us elsewhere in the trie is not one.
-                if !basis.is_prefix_of(&state.path) {
+                // An exchange extends a path, or moves a leaf to its sibling
+                // leaf; a reply that would move us elsewhere in the trie is
+                // not one.
+                let sibling =
+                    state.path.len() == basis.len() && state.path.common(&basis) + 1 == basis.len();
+                if !basis.is_prefix_of(&state.path) && !sibling {
                     return;
                 }
                 let before = self.peer.path();
@@ -622,10 +625,17 @@ impl PGridNode {
             self.finish(id, key, answer, path);
             return;
         }
-        let Some((_, candidates)) = self.peer.route(bits, px, self.config.choice, rng) else {
-            let answer = self.answer_here(now_ms, key, op, path.first().copied());
-            self.finish(id, key, answer, path);
-            return;
+        let candidates = match self.peer.route(bits, px, self.config.choice, rng) {
+            Some((_, candidates)) => candidates,
+            None => {
+                let others = self.replicas_to_ask(now_ms, &key, &op, &path);
+                if others.is_empty() {
+                    let answer = self.answer_here(now_ms, key, op, path.first().copied());
+                    self.finish(id, key, answer, path);
+                    return;
+                }
+                others
+            }
         };
         if self.pending.len() >= MAX_PENDING {
             if path.len() == 1 {
@@ -648,6 +658,34 @@ impl PGridNode {
         };
         self.pending.insert(id, pending);
         self.try_next(now_ms, id);
+    }
+
+    /// A get that finds nothing at a responsible peer goes on to one of its
+    /// replicas before the answer is "none": this peer may be new on the
+    /// path (it extended, or moved to even out replicas) and still
+    /// filling up by anti-entropy. Only once: a replica asked by a replica
+    /// answers. The rest are tried if the first times out.
+    fn replicas_to_ask(
+        &self,
+        now_ms: u64,
+        key: &[u8; 32],
+        op: &Op,
+        path: &[NodeId],
+    ) -> Vec<NodeId> {
+        let has = self.store.get(key).is_some_and(|v| !v.is_empty());
+        let asked_by_replica = path
+            .len()
+            .checked_sub(2)
+            .is_some_and(|i| self.peer.replicas().contains(&path[i]));
+        if !matches!(op, Op::Get) || has || asked_by_replica {
+            return Vec::new();
+        }
+        self.peer
+            .replicas()
+            .iter()
+            .copied()
+            .filter(|&r| !path.contains(&r) && self.usable(now_ms, r))
+            .collect()
     }
 
     fn try_next(&mut self, now_ms: u64, id: u64) {
@@ -1086,8 +1124,16 @@ mod tests {
         let (mut nodes, mut rng) = grid(4);
         let mut dead = HashSet::new();
         let mut now = 0;
-        let origin = 20;
         let target = key(77);
+        // A peer with two candidates for the first hop.
+        let origin = (20..nodes.len())
+            .find(|&i| {
+                nodes[i]
+                    .peer()
+                    .route(key_bits(&target), &Flat, nodes[i].config.choice, &mut rng)
+                    .is_some_and(|(_, c)| c.len() >= 2)
+            })
+            .expect("a peer with two candidates");
         let first = |nodes: &[PGridNode], rng: &mut OverlayRng| {
             nodes[origin]
                 .peer()
@@ -1096,7 +1142,6 @@ mod tests {
                 .1
         };
         let candidates = first(&nodes, &mut rng);
-        assert!(candidates.len() >= 2, "needs a second candidate");
         // A silent first hop: a timeout is a bad rating, and with no good
         // ones to outweigh it the hop is no longer asked.
         dead.insert(candidates[0]);
@@ -1110,17 +1155,20 @@ mod tests {
             nodes[origin].cache.clear();
         }
         assert!(nodes[origin].trust.locally_bad(now, candidates[0]));
-        // The hop that answered was rated good.
+        // The hop that answered was rated good (a later candidate that
+        // timed out as well, for want of a way on, was rated bad).
         let row = nodes[origin].trust_report(now);
-        assert!(
-            row.entries
-                .iter()
-                .any(|e| e.peer == candidates[1] && e.good > 0.0 && e.bad == 0.0),
-            "{row:?}"
-        );
+        let other = candidates[1..]
+            .iter()
+            .copied()
+            .find(|&c| {
+                row.entries
+                    .iter()
+                    .any(|e| e.peer == c && e.good > 0.0 && e.bad == 0.0)
+            })
+            .unwrap_or_else(|| panic!("no candidate rated good: {row:?}"));
         // The score managers' verdict drops a peer from the table at once,
         // and from holder answers.
-        let other = candidates[1];
         nodes[origin].set_standing(other, Standing::Bad);
         assert!(!first(&nodes, &mut rng).contains(&other));
         let k = key(9);
@@ -1174,7 +1222,18 @@ mod tests {
             .find(|&i| !nodes[i].store.is_empty() && !nodes[i].peer.replicas().is_empty())
             .expect("a peer with entries and replicas");
         let had = nodes[victim].store.len();
+        let lost = *nodes[victim].store.keys().next().expect("entries");
         nodes[victim].store.clear();
+        // Before it refills, a get it answers asks a replica.
+        assert!(nodes[victim].peer.responsible_for(key_bits(&lost)));
+        let id = nodes[victim].get(now, lost, &Flat, &mut rng);
+        let events = run(&mut nodes, &none, &mut now, &mut rng);
+        let [Event::Done { id: got, answer }] = &events[..] else {
+            panic!("{events:?}")
+        };
+        assert_eq!(*got, id);
+        assert_eq!(answer.values, [vec![lost[1]]], "{answer:?}");
+        assert_ne!(answer.answered_by, Some(nodes[victim].peer.id()));
         // Run the timers for a few sync intervals.
         let end = now + 20 * SYNC_INTERVAL_MS;
         while now < end {

@@ -95,6 +95,8 @@ pub struct Construction {
     /// Peers per leaf (replicas), smallest and median.
     pub min_replicas: usize,
     pub median_replicas: f64,
+    /// Leaves with fewer peers than the configured minimum.
+    pub leaves_below_min_replicas: usize,
     /// Levels with no reference, over all peers' levels.
     pub empty_ref_levels: f64,
 }
@@ -127,6 +129,10 @@ pub struct Churn {
     pub repaired_timeouts_per_lookup: f64,
     /// Live peers on the least replicated path after repair.
     pub repaired_min_replicas: usize,
+    /// Leaves with fewer live peers than the configured minimum, right
+    /// after the crash and after repair.
+    pub crashed_leaves_below_min_replicas: usize,
+    pub repaired_leaves_below_min_replicas: usize,
 }
 
 /// Latency of lookup paths against the direct RTT to the peer found.
@@ -184,6 +190,8 @@ pub struct PGridReport {
     pub keys: usize,
     pub zipf: f64,
     pub refmax: usize,
+    /// Replicas each leaf should keep at least (`min_replicas`).
+    pub min_replicas: usize,
     pub construction: Construction,
     pub lookup: Lookup,
     pub churn: Churn,
@@ -204,7 +212,7 @@ impl std::fmt::Display for PGridReport {
         )?;
         writeln!(
             f,
-            "construction   {:.1} exchanges/peer, {} rounds{}, {} leaves, path mean {:.1} max {}, replicas min {} median {}, empty ref levels {:.4}",
+            "construction   {:.1} exchanges/peer, {} rounds{}, {} leaves, path mean {:.1} max {}, replicas min {} median {} ({} leaves below {}), empty ref levels {:.4}",
             c.exchanges_per_peer,
             c.rounds,
             if c.stable { "" } else { " (not stable)" },
@@ -213,6 +221,8 @@ impl std::fmt::Display for PGridReport {
             c.max_path_len,
             c.min_replicas,
             c.median_replicas,
+            c.leaves_below_min_replicas,
+            self.min_replicas,
             c.empty_ref_levels
         )?;
         let l = &self.lookup;
@@ -233,11 +243,14 @@ impl std::fmt::Display for PGridReport {
         )?;
         writeln!(
             f,
-            "after repair   {:.1} exchanges/peer: success {:.4}, timeouts/lookup {:.3}, min replicas {}",
+            "after repair   {:.1} exchanges/peer: success {:.4}, timeouts/lookup {:.3}, min replicas {}, leaves below {}: {} (after the crash {})",
             ch.repair_exchanges_per_peer,
             ch.repaired_success_rate,
             ch.repaired_timeouts_per_lookup,
-            ch.repaired_min_replicas
+            ch.repaired_min_replicas,
+            self.min_replicas,
+            ch.repaired_leaves_below_min_replicas,
+            ch.crashed_leaves_below_min_replicas
         )?;
         for (name, s) in [
             ("proximity", &self.stretch.proximity),
@@ -451,10 +464,14 @@ pub fn run_pgrid(
         .iter()
         .map(|&(s, k)| route(&repaired_net, s, k, &mut route_rng, None))
         .collect();
-    let mut per_leaf: std::collections::HashMap<Path, usize> = std::collections::HashMap::new();
-    for i in (0..n).filter(|&i| up_after_crash[i]) {
-        *per_leaf.entry(repaired[i].path()).or_default() += 1;
-    }
+    let per_leaf = |peers: &[PGridPeer]| covering(peers, &up_after_crash);
+    let below = |leaves: &std::collections::HashMap<Path, usize>| {
+        leaves
+            .values()
+            .filter(|&&c| c < config.min_replicas)
+            .count()
+    };
+    let (crashed_leaves, repaired_leaves) = (per_leaf(&peers), per_leaf(&repaired));
     let live = (n - dead_count).max(1) as f64;
     let churn = Churn {
         crashed_fraction: dead_count as f64 / n as f64,
@@ -466,7 +483,9 @@ pub fn run_pgrid(
         repaired_success_rate: after_repair.iter().filter(|r| r.found.is_some()).count() as f64
             / after_repair.len().max(1) as f64,
         repaired_timeouts_per_lookup: mean(after_repair.iter().map(|r| r.timeouts as f64)),
-        repaired_min_replicas: per_leaf.values().copied().min().unwrap_or(0),
+        repaired_min_replicas: repaired_leaves.values().copied().min().unwrap_or(0),
+        crashed_leaves_below_min_replicas: below(&crashed_leaves),
+        repaired_leaves_below_min_replicas: below(&repaired_leaves),
     };
 
     let load = load_balance(&peers, &keys, n);
@@ -483,6 +502,7 @@ pub fn run_pgrid(
         keys: keys.keys().len(),
         zipf: opts.zipf,
         refmax: opts.refmax,
+        min_replicas: config.min_replicas,
         construction,
         lookup,
         churn,
@@ -556,10 +576,7 @@ fn build(
     let all = vec![true; n];
     let (exchanges, rounds, stable) =
         meet_rounds(&mut peers, &all, config, keys, coords, &mut rng, MAX_ROUNDS);
-    let mut by_path: std::collections::HashMap<Path, usize> = std::collections::HashMap::new();
-    for p in &peers {
-        *by_path.entry(p.path()).or_default() += 1;
-    }
+    let by_path = covering(&peers, &all);
     let mut replicas: Vec<f64> = by_path.values().map(|&c| c as f64).collect();
     replicas.sort_by(f64::total_cmp);
     let levels: usize = peers.iter().map(|p| p.path().len() as usize).sum();
@@ -580,9 +597,30 @@ fn build(
         max_path_len: peers.iter().map(|p| p.path().len()).max().unwrap_or(0),
         min_replicas: replicas.first().copied().unwrap_or(0.0) as usize,
         median_replicas: percentile(&replicas, 0.5),
+        leaves_below_min_replicas: replicas
+            .iter()
+            .filter(|&&c| c < config.min_replicas as f64)
+            .count(),
         empty_ref_levels: empty as f64 / levels.max(1) as f64,
     };
     (peers, construction)
+}
+
+/// For each path a live peer has, the live peers responsible for its keys:
+/// those on it and those on a prefix of it.
+fn covering(peers: &[PGridPeer], alive: &[bool]) -> std::collections::HashMap<Path, usize> {
+    let mut on: std::collections::HashMap<Path, usize> = std::collections::HashMap::new();
+    for (p, _) in peers.iter().zip(alive).filter(|(_, up)| **up) {
+        *on.entry(p.path()).or_default() += 1;
+    }
+    on.keys()
+        .map(|&leaf| {
+            let count = (0..=leaf.len())
+                .filter_map(|len| on.get(&leaf.prefix(len)))
+                .sum();
+            (leaf, count)
+        })
+        .collect()
 }
 
 /// Rounds of meetings a construction or repair may take.
@@ -710,8 +748,10 @@ fn route(
     };
     let mut visited = vec![source];
     let mut cur = source;
-    // A path is at most maxl levels deep, each hop fixes one more bit.
-    for _ in 0..=config.maxl as usize {
+    // A path is at most maxl levels deep and each hop fixes one more bit,
+    // unless a reference is out of date; the node's bound on a query's
+    // path.
+    for _ in 0..=2 * config.maxl as usize + 2 {
         if cur != source
             && let Some(c) = caches.as_deref_mut()
             && c[cur].get(&key).is_some()
@@ -723,7 +763,11 @@ fn route(
             routed.found = Some(cur);
             break;
         };
+        // Like the node, never to a peer the query visited.
         let next = candidates.into_iter().map(index).find(|&c| {
+            if visited.contains(&c) {
+                return false;
+            }
             let up = alive[c];
             if !up {
                 routed.timeouts += 1;
@@ -866,9 +910,22 @@ fn prefix_queries(net: &Net<'_>, keys: &SortedKeys, rng: &mut ChaCha8Rng, count:
             let path = peers[p].path();
             leaves.insert(path);
             for level in from..path.len() {
-                if let Some(&next) = peers[p].refs(level).iter().find(|r| alive[index(**r)]) {
+                // A reference that moved off that side says so (one more
+                // message), and the next is tried.
+                let side = path.prefix(level).child(1 - path.bit(level));
+                let on_side = |r: usize| {
+                    let theirs = peers[r].path();
+                    side.is_prefix_of(&theirs) || theirs.is_prefix_of(&side)
+                };
+                for r in peers[p].refs(level).iter().map(|&r| index(r)) {
+                    if !alive[r] {
+                        continue;
+                    }
                     messages += 1;
-                    stack.push((index(next), level + 1));
+                    if on_side(r) {
+                        stack.push((r, level + 1));
+                        break;
+                    }
                 }
             }
         }
