@@ -1025,5 +1025,11 @@ mod tests {
             r.caching
         );
         assert!(r.prefix.completeness > 0.99, "{:?}; {replay}", r.prefix);
+        // Without the moves between sibling leaves, 54 of 182 leaves.
+        assert!(
+            r.construction.leaves_below_min_replicas * 5 < r.construction.leaves,
+            "{:?}; {replay}",
+            r.construction
+        );
     }
 }
