@@ -96,19 +96,45 @@ fn cluster_with(net: u8, n: u8, overlay: &str, edge: &str) -> Vec<Edge> {
 
 /// Waits until every edge sees every other alive with its gateway known;
 /// returns how long that took.
+/// On a timeout it says what each edge saw: a flake under load is then
+/// told from a bug.
 fn converge(edges: &[Edge]) -> Duration {
     let want = edges.len() - 1;
-    wait_for("membership to converge", Duration::from_secs(60), || {
-        edges.iter().all(|e| {
-            status(e).is_some_and(|s| {
+    let start = Instant::now();
+    loop {
+        let views: Vec<Option<Status>> = edges.iter().map(status).collect();
+        let done = views.iter().all(|v| {
+            v.as_ref().is_some_and(|s| {
                 s.members
                     .iter()
                     .filter(|m| m.state == "alive" && m.http.is_some())
                     .count()
                     == want
             })
-        })
-    })
+        });
+        if done {
+            return start.elapsed();
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            let seen: Vec<String> = views
+                .iter()
+                .map(|v| match v {
+                    None => "no status".to_string(),
+                    Some(s) => s
+                        .members
+                        .iter()
+                        .map(|m| format!("{}:{}:{}", m.node_id, m.state, m.http.is_some()))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                })
+                .collect();
+            panic!(
+                "timed out after 60s waiting for membership to converge; each edge's view \
+                 (id:state:gateway known): {seen:#?}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 fn tree_equal(a: &Path, b: &Path) {
