@@ -184,6 +184,17 @@ impl Path {
         self.len <= other.len && self.common(other) == self.len
     }
 
+    /// The other side of bit `level` (`level < len`): the first `level`
+    /// bits, then the other bit. What a reference at that level covers.
+    pub fn other_side(&self, level: u8) -> Self {
+        self.prefix(level).child(1 - self.bit(level))
+    }
+
+    /// Whether the two share keys: one is a prefix of the other.
+    pub fn overlaps(&self, other: &Path) -> bool {
+        self.is_prefix_of(other) || other.is_prefix_of(self)
+    }
+
     /// The smallest and largest 64-bit key prefixes under this path.
     pub fn range(&self) -> (u64, u64) {
         (self.bits, self.bits | !mask(self.len))
@@ -407,18 +418,15 @@ impl PGridPeer {
             self.replicas.retain(|&p| p != id);
         }
         for level in 0..self.path.len() {
-            let side = self.path.prefix(level).child(1 - self.path.bit(level));
+            let side = self.path.other_side(level);
             let refs = &mut self.refs[level as usize];
-            if side.is_prefix_of(&other.path)
-                || other.path.is_prefix_of(&side)
-                || !refs.contains(&id)
-            {
+            if side.overlaps(&other.path) || !refs.contains(&id) {
                 continue;
             }
             refs.retain(|&p| p != id);
             // `other`'s references at a level whose side lies within ours.
             let stand_ins: Vec<NodeId> = (0..other.path.len())
-                .filter(|&l| side.is_prefix_of(&other.path.prefix(l).child(1 - other.path.bit(l))))
+                .filter(|&l| side.is_prefix_of(&other.path.other_side(l)))
                 .flat_map(|l| other.refs(l).to_vec())
                 .collect();
             for p in stand_ins {
@@ -655,6 +663,8 @@ fn move_to_sibling(
     merge_refs(donor, receiver, receiver.path.len(), config, proximity, rng);
     receiver.add_replica(donor.id, config.max_replicas);
     // The donor was perhaps the receiver's only reference to that side.
+    // (Taken out before the merge, the figures of `sim pgrid` move within
+    // their noise: the same rule, other references kept at refmax.)
     receiver.refs[level as usize].retain(|&p| p != donor.id);
     for p in old_side {
         receiver.add_ref(level, p, config, proximity, rng);
@@ -762,6 +772,9 @@ mod tests {
         assert_eq!(p.range(), (0b0110 << 60, (0b0111 << 60) - 1));
         assert_eq!(Path::ROOT.range(), (0, u64::MAX));
         assert!(Path::parse("012").is_none());
+        assert_eq!(p.other_side(2), Path::parse("010").unwrap());
+        assert!(Path::parse("01").unwrap().overlaps(&p) && p.overlaps(&p));
+        assert!(!p.overlaps(&Path::parse("010").unwrap()));
     }
 
     #[test]

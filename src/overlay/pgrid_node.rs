@@ -568,8 +568,7 @@ impl PGridNode {
                 // An exchange extends a path, or moves a leaf to its sibling
                 // leaf; a reply that would move us elsewhere in the trie is
                 // not one.
-                let sibling =
-                    state.path.len() == basis.len() && state.path.common(&basis) + 1 == basis.len();
+                let sibling = !basis.is_empty() && state.path == basis.other_side(basis.len() - 1);
                 if !basis.is_prefix_of(&state.path) && !sibling {
                     return;
                 }

@@ -92,7 +92,8 @@ pub struct Construction {
     pub leaves: usize,
     pub mean_path_len: f64,
     pub max_path_len: u8,
-    /// Peers per leaf (replicas), smallest and median.
+    /// Peers responsible for each leaf (on it or on a prefix of it),
+    /// smallest and median.
     pub min_replicas: usize,
     pub median_replicas: f64,
     /// Leaves with fewer peers than the configured minimum.
@@ -912,17 +913,13 @@ fn prefix_queries(net: &Net<'_>, keys: &SortedKeys, rng: &mut ChaCha8Rng, count:
             for level in from..path.len() {
                 // A reference that moved off that side says so (one more
                 // message), and the next is tried.
-                let side = path.prefix(level).child(1 - path.bit(level));
-                let on_side = |r: usize| {
-                    let theirs = peers[r].path();
-                    side.is_prefix_of(&theirs) || theirs.is_prefix_of(&side)
-                };
+                let side = path.other_side(level);
                 for r in peers[p].refs(level).iter().map(|&r| index(r)) {
                     if !alive[r] {
                         continue;
                     }
                     messages += 1;
-                    if on_side(r) {
+                    if side.overlaps(&peers[r].path()) {
                         stack.push((r, level + 1));
                         break;
                     }
